@@ -1,0 +1,26 @@
+"""featcache: embed images once, train and cross-validate heads in seconds.
+
+The public API is re-exported here lazily, so that importing featcache for
+heads or evaluation does not pay TensorFlow's start-up cost.
+"""
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "FeatcacheError": "featcache.errors",
+    "Features": "featcache.features",
+    "embed": "featcache.embedding",
+    "load_features": "featcache.cache",
+    "cache_info": "featcache.cache",
+    "get_backbone": "featcache.backbones",
+    "scan_folder": "featcache.dataset",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'featcache' has no attribute {name!r}")

@@ -1,0 +1,194 @@
+"""Registry of frozen feature extractors: a spec for each, and its loader.
+
+Keras backbones come from ``keras.applications`` with ``include_top=False``
+and global average pooling, and are always called with ``training=False``.
+TF Hub handles and local SavedModel directories go through ``hub.load``
+(``hub.KerasLayer`` cannot sit in a Keras 3 model, tensorflow/hub#903).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from featcache.errors import FeatcacheError
+
+RESIZE = "bilinear"  # tf.image.resize default, as in image_dataset_from_directory
+DECODER = "tf.io.decode_image, PIL for EXIF/alpha/CMYK/16-bit/other formats; v1"
+
+# name -> (keras.applications attribute, module holding preprocess_input, input size, dim)
+KERAS_BACKBONES = {
+    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2", 224, 1280),
+    "inception_v3": ("InceptionV3", "inception_v3", 299, 2048),
+}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything that describes a backbone's features, except the weight values."""
+
+    name: str
+    source: str            # "keras" or "hub"
+    input_size: int        # square side in pixels
+    preprocessing: str     # "keras:<module>.preprocess_input" or "scale_0_1"
+    feature_dim: int
+    weights: str           # "imagenet", "none", a weights file, or the hub handle
+    resize: str = RESIZE
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A loaded backbone: ``fn`` maps float32 RGB in [0, 255] (b, s, s, 3) to (b, d)."""
+
+    spec: BackboneSpec
+    fingerprint: str
+    fn: Callable
+
+
+def _fingerprint(spec: BackboneSpec, weights_digest: str) -> str:
+    import keras
+    import tensorflow as tf
+    blob = {"spec": spec.to_dict(), "weights_sha256": weights_digest, "decoder": DECODER,
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def _hash_arrays(arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _hash_dir(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _build_keras(name: str, weights: str, seed: int):
+    import keras
+    attr, module, size, _ = KERAS_BACKBONES[name]
+    ctor = getattr(keras.applications, attr)
+    kwargs = dict(include_top=False, pooling="avg", input_shape=(size, size, 3))
+    if weights == "imagenet":
+        try:
+            return ctor(weights="imagenet", **kwargs)
+        except Exception as exc:  # Keras raises a bare Exception on a failed download
+            raise FeatcacheError(
+                f"could not get ImageNet weights for {name} ({exc}). Offline? Pass a local "
+                f"weights file with --weights PATH, or --weights none for random weights") from None
+    keras.utils.set_random_seed(seed)  # random init must be reproducible for resume
+    model = ctor(weights=None, **kwargs)
+    if weights != "none":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FeatcacheError(f"weights file {path} does not exist")
+        try:
+            model.load_weights(str(path))
+        except Exception as exc:
+            raise FeatcacheError(f"could not load weights from {path} into {name}: {exc}") from None
+    return model
+
+
+def load_keras_backbone(name: str, weights: str = "imagenet", seed: int = 0) -> Backbone:
+    """A frozen ``keras.applications`` backbone with global average pooling."""
+    import importlib
+
+    import tensorflow as tf
+    _, module, size, dim = KERAS_BACKBONES[name]
+    model = _build_keras(name, weights, seed)
+    model.trainable = False
+    preprocess = importlib.import_module(f"keras.applications.{module}").preprocess_input
+    ident = weights if weights in ("imagenet", "none") else str(Path(weights).expanduser().resolve())
+    spec = BackboneSpec(name, "keras", size, f"keras:{module}.preprocess_input", dim, ident)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    def fn(x):
+        return model(preprocess(x), training=False)
+
+    digest = _hash_arrays(w.numpy() for w in model.weights)
+    return Backbone(spec, _fingerprint(spec, digest), fn)
+
+
+def _hub_callable(obj, handle: str):
+    import tensorflow as tf
+    if callable(obj):
+        return obj
+    for sig in ("default", "serving_default"):
+        if sig in getattr(obj, "signatures", {}):
+            f = obj.signatures[sig]
+
+            def call(x, f=f):
+                out = f(tf.constant(x) if not tf.is_tensor(x) else x)
+                return next(iter(out.values())) if len(out) == 1 else out["default"]
+            return call
+    raise FeatcacheError(f"{handle} is neither callable nor has a 'default'/'serving_default' signature")
+
+
+def load_hub_backbone(handle: str, image_size: int = 224) -> Backbone:
+    """A TF Hub handle or local SavedModel that maps [0, 1] RGB images to feature vectors."""
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    try:
+        local = Path(hub.resolve(handle))
+        obj = hub.load(str(local))
+    except Exception as exc:
+        raise FeatcacheError(
+            f"could not load TF Hub module {handle} ({exc}). Offline? Download it once and "
+            "pass the local SavedModel directory as --backbone") from None
+    call = _hub_callable(obj, handle)
+    probe = call(tf.zeros([1, image_size, image_size, 3]))
+    if len(probe.shape) != 2:
+        raise FeatcacheError(f"{handle} returns shape {tuple(probe.shape)}; featcache needs a "
+                             "feature-vector module returning (batch, dim)")
+    spec = BackboneSpec(handle, "hub", image_size, "scale_0_1", int(probe.shape[-1]), handle)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+    def fn(x):
+        return call(x / 255.0)
+
+    return Backbone(spec, _fingerprint(spec, _hash_dir(local)), fn)
+
+
+def get_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
+                 image_size: int | None = None, seed: int = 0) -> Backbone:
+    """Resolve a backbone by name, TF Hub handle, or SavedModel directory.
+
+    Parameters
+    ----------
+    backbone : str
+        ``mobilenet_v2`` (224 px, 1280-d), ``inception_v3`` (299 px, 2048-d), a TF Hub
+        handle (``https://tfhub.dev/...``) or a local SavedModel directory.
+    weights : str, optional
+        Keras backbones only: ``imagenet`` (default; Keras downloads and caches it under
+        ``~/.keras/models``), ``none`` (random init, seeded), or a path to a weights file.
+    image_size : int, optional
+        Hub modules only: input side in pixels (default 224).
+    seed : int
+        Seed for ``weights="none"``.
+
+    Returns
+    -------
+    Backbone
+    """
+    if backbone in KERAS_BACKBONES:
+        if image_size not in (None, KERAS_BACKBONES[backbone][2]):
+            raise FeatcacheError(f"{backbone} takes {KERAS_BACKBONES[backbone][2]} px images, "
+                                 f"not --image-size {image_size}")
+        return load_keras_backbone(backbone, weights or "imagenet", seed)
+    if backbone.startswith(("http://", "https://", "gs://")) or Path(backbone).expanduser().is_dir():
+        if weights not in (None, "imagenet"):
+            raise FeatcacheError("--weights applies to keras backbones only; a TF Hub module "
+                                 "or SavedModel carries its own weights")
+        handle = backbone if "://" in backbone else str(Path(backbone).expanduser().resolve())
+        return load_hub_backbone(handle, image_size or 224)
+    raise FeatcacheError(f"unknown backbone {backbone!r}: choose {', '.join(KERAS_BACKBONES)}, "
+                         "a TF Hub handle (https://tfhub.dev/...) or a local SavedModel directory")

@@ -1,0 +1,11 @@
+"""Command-line interface: a thin layer over the public Python API.
+
+Each module below adds its commands to the one group in ``app``.
+"""
+from featcache.cli.app import cli
+from featcache.cli import embed_cmds  # noqa: F401  (registers commands)
+
+
+def main():
+    """Console-script entry point."""
+    cli(prog_name="featcache")

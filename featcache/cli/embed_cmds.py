@@ -1,0 +1,54 @@
+"""CLI commands for the embed stage: ``embed`` and ``info``."""
+from __future__ import annotations
+
+import click
+
+from featcache.cli.app import cli
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(path_type=str))
+@click.option("-o", "--output", "cache", required=True, type=click.Path(path_type=str),
+              help="HDF5 cache file to create or update.")
+@click.option("--backbone", default="mobilenet_v2", show_default=True,
+              help="mobilenet_v2, inception_v3, a TF Hub handle or a SavedModel directory.")
+@click.option("--weights", default=None,
+              help="imagenet (default), none (random, seeded) or a weights file. Keras backbones only.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--image-size", default=None, type=int, help="Input side for hub modules (default 224).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for --weights none.")
+def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed):
+    """Embed every image under DATA_DIR (one sub-folder per class) into a cache."""
+    from featcache.embedding import embed as run
+    summary = run(data_dir, cache, backbone=backbone, weights=weights, batch_size=batch_size,
+                  image_size=image_size, seed=seed)
+    click.echo(str(summary))
+    if summary.failed:
+        click.echo(f"{summary.failed} file(s) could not be embedded: `featcache info {cache}` lists why")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+@cli.command()
+@click.argument("cache", type=click.Path(path_type=str))
+def info(cache):
+    """Print a cache's backbones, counts per class, failures and sizes."""
+    from featcache.cache import cache_info
+    report = cache_info(cache)
+    click.echo(f"{report['path']}: schema {report['schema_version']}, {_mb(report['file_bytes'])}, "
+               f"{len(report['entries'])} backbone entr{'y' if len(report['entries']) == 1 else 'ies'}")
+    for e in report["entries"]:
+        spec = e["spec"]
+        click.echo(f"\n[{e['key']}] {spec.get('name')} weights={spec.get('weights')} "
+                   f"{spec.get('input_size')}px -> {e['feature_dim']}-d, {e['rows']} rows, "
+                   f"features {_mb(e['feature_bytes'])}")
+        click.echo(f"  data: {e['data_dir']}")
+        width = max(map(len, e["class_counts"]), default=0)
+        for name, count in e["class_counts"].items():
+            click.echo(f"  {name:<{width}}  {count}")
+        if e["failures"]:
+            click.echo(f"  failed ({len(e['failures'])}):")
+            for fail in e["failures"]:
+                click.echo(f"    {fail['path']}: {fail['reason']}")

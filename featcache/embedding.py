@@ -1,0 +1,196 @@
+"""Embed once: image folder -> frozen backbone -> HDF5 cache, resumable and incremental."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from featcache.backbones import Backbone, get_backbone
+from featcache.cache import (EntryWriter, ROOT, _open_read, entry_attrs, entry_key, read_failures,
+                             read_rows, rewrite, write_failures)
+from featcache.dataset import Scan, scan_folder
+from featcache.errors import FeatcacheError
+from featcache.journal import Journal, writer_lock
+from featcache.pipeline import explain_failure, image_dataset
+
+
+@dataclass(frozen=True)
+class EmbedSummary:
+    """What one ``embed`` call did."""
+
+    cache_path: str
+    key: str
+    embedded: int      # images run through the backbone in this call
+    cached: int        # images skipped because the cache (or an interrupted run) had them
+    failed: int        # images that could not be decoded, plus non-image files
+    removed: int       # rows dropped because their file was deleted or changed
+    seconds: float     # whole call: scan, model load, embedding, commit
+    embed_seconds: float = 0.0  # the backbone pass alone
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.embed_seconds if self.embed_seconds else 0.0
+
+    def __str__(self) -> str:
+        rate = f" ({self.images_per_second:.1f} images/s)" if self.embedded else ""
+        return (f"{self.key}: embedded {self.embedded}{rate}, already cached {self.cached}, "
+                f"failed {self.failed}, removed {self.removed} -> {self.cache_path}")
+
+
+@dataclass
+class _Old:
+    """The committed state of one entry (empty when the cache or entry is new)."""
+
+    rows: set
+    failures: list
+    class_names: list
+    data_dir: str = ""
+
+
+def _read_old(cache_path: Path, key: str) -> _Old:
+    if not cache_path.exists():
+        return _Old(set(), [], [])
+    import json
+    with _open_read(cache_path) as f:
+        if ROOT not in f or key not in f[ROOT]:
+            return _Old(set(), [], [])
+        g = f[ROOT][key]
+        paths, sha, _ = read_rows(g)
+        return _Old(set(zip(paths.tolist(), sha.tolist())), read_failures(g),
+                    json.loads(g.attrs["class_names"]), str(g.attrs["data_dir"]))
+
+
+def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: bool) -> int:
+    """Embed ``todo`` batch by batch into the journal; returns how many failed."""
+    if not todo:
+        return 0
+    ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
+                       backbone.spec.input_size, batch_size)
+    bar = tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}", disable=not progress,
+               dynamic_ncols=True)
+    seen, n_failed = 0, 0
+    empty = np.zeros((0, backbone.spec.feature_dim), np.float32)
+    for images, idx in ds:
+        feats, idx = backbone.fn(images).numpy(), idx.numpy()
+        # The stream drops undecodable files: a gap in the indices is a failure.
+        gaps = sorted(set(range(seen, int(idx[-1]) + 1)) - set(idx.tolist()))
+        failures = [(todo[i].rel, todo[i].sha256, explain_failure(todo[i].path)) for i in gaps]
+        journal.write(feats, [todo[i].rel for i in idx], [todo[i].sha256 for i in idx], failures)
+        seen, n_failed = int(idx[-1]) + 1, n_failed + len(gaps)
+        bar.update(len(idx) + len(gaps))
+    tail = [(f.rel, f.sha256, explain_failure(f.path)) for f in todo[seen:]]
+    if tail:
+        journal.write(empty, [], [], tail)
+        bar.update(len(tail))
+    bar.close()
+    return n_failed + len(tail)
+
+
+def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal: Journal) -> None:
+    """Merge kept old rows and the journal into a fresh file that replaces the cache."""
+    current = {(f.rel, f.sha256) for f in scan.files}
+    written, failures = set(), {}
+
+    def add(writer, X, paths, sha):
+        keep = [i for i, row in enumerate(zip(paths, sha)) if row in current and row not in written]
+        writer.append(X[keep], [paths[i] for i in keep], [sha[i] for i in keep])
+        written.update((paths[i], sha[i]) for i in keep)
+
+    with rewrite(cache_path, key) as (_, g):
+        entry_attrs(g, spec=backbone.spec.to_dict(), fingerprint=backbone.fingerprint,
+                    class_names=scan.class_names, data_dir=scan.root,
+                    feature_dim=backbone.spec.feature_dim)
+        w = EntryWriter(g, backbone.spec.feature_dim, scan.class_names)
+        if cache_path.exists():
+            with _open_read(cache_path) as f:
+                if key in f.get(ROOT, {}):
+                    old = f[ROOT][key]
+                    paths, sha, _ = read_rows(old)
+                    for start in range(0, len(paths), 4096):
+                        stop = start + 4096
+                        add(w, old["features"][start:stop], paths[start:stop].tolist(),
+                            sha[start:stop].tolist())
+                    failures.update({(p, s): r for p, s, r in read_failures(old)})
+        for X, paths, sha, fails in journal.read():
+            add(w, X, paths, sha)
+            failures.update({(p, s): r for p, s, r in fails})
+        write_failures(g, _target_failures(failures, scan, written))
+
+
+def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
+    """Failures worth keeping: this scan's non-images, and decode failures of current files."""
+    current = {(f.rel, f.sha256) for f in scan.files}
+    kept = {row: r for row, r in failures.items() if row in current and row not in written}
+    kept.update({(p, s): r for p, s, r in scan.failures})
+    return [(p, s, r) for (p, s), r in sorted(kept.items())]
+
+
+def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = None,
+          batch_size: int = 64, image_size: int | None = None, seed: int = 0,
+          progress: bool = True) -> EmbedSummary:
+    """Embed every image under ``data_dir`` once and store the features in ``cache_path``.
+
+    Re-running is cheap: images already cached (same relative path and sha256)
+    are skipped, an interrupted run resumes from its last finished batch,
+    changed images are re-embedded and deleted ones drop out.
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        A folder with one sub-folder per class (Keras layout).
+    cache_path : str or Path
+        The HDF5 cache to create or update.
+    backbone : str or Backbone
+        ``mobilenet_v2``, ``inception_v3``, a TF Hub handle, a SavedModel directory,
+        or an already loaded :class:`~featcache.backbones.Backbone`.
+    weights : str, optional
+        ``imagenet`` (default), ``none`` or a weights file (Keras backbones only).
+    batch_size : int
+        Images per forward pass.
+    image_size : int, optional
+        Input side for hub modules (default 224).
+    seed : int
+        Seed for random weights.
+    progress : bool
+        Show progress bars on stderr.
+
+    Returns
+    -------
+    EmbedSummary
+    """
+    if int(batch_size) < 1:
+        raise FeatcacheError(f"--batch-size must be at least 1, got {batch_size}")
+    cache_path = Path(cache_path).expanduser()
+    if cache_path.is_dir():
+        raise FeatcacheError(f"output {cache_path} is a directory; give a file name like cache.h5")
+    start = time.perf_counter()
+    scan = scan_folder(data_dir, progress=progress)
+    with writer_lock(cache_path):  # first, so an unwritable output fails before the model loads
+        bb = backbone if isinstance(backbone, Backbone) else get_backbone(backbone, weights,
+                                                                          image_size, seed)
+        key = entry_key(bb.spec.name, bb.fingerprint)
+        old = _read_old(cache_path, key)
+        journal = Journal(cache_path, key)
+        done, journal_failures = journal.done()
+        skip = old.rows | done | {(p, s) for p, s, _ in old.failures + journal_failures}
+        todo = [f for f in scan.files if (f.rel, f.sha256) not in skip]
+        resumed = bool(done or journal_failures)
+        t0 = time.perf_counter()
+        n_failed = _run(bb, todo, journal, batch_size, progress)
+        run_seconds = time.perf_counter() - t0
+        current = {(f.rel, f.sha256) for f in scan.files}
+        removed = len(old.rows - current)
+        old_fail = {(p, s): r for p, s, r in old.failures}
+        unchanged = (not todo and not resumed and not removed and old.class_names == scan.class_names
+                     and old.data_dir == str(scan.root)
+                     and _target_failures(old_fail, scan) == sorted(old.failures))
+        if not unchanged:
+            _commit(cache_path, key, bb, scan, journal)
+        journal.clear()
+    cached = sum(row in old.rows or row in done for row in current)
+    return EmbedSummary(str(cache_path), key, len(todo) - n_failed, cached,
+                        len(scan.files) - cached - (len(todo) - n_failed) + len(scan.failures),
+                        removed, time.perf_counter() - start, run_seconds)

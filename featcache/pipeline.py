@@ -1,0 +1,66 @@
+"""tf.data input pipeline: parallel decode and resize, batching, prefetch.
+
+Most files take Keras's own path (``tf.io.decode_image`` with 3 channels,
+``expand_animations=False``, then ``tf.image.resize`` bilinear without
+antialiasing), so features match ``image_dataset_from_directory``. Files the
+scan flagged (EXIF rotation, alpha, CMYK, 16-bit, WebP and other formats)
+are decoded by PIL instead, then resized the same way.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+
+_WHITE = (255, 255, 255, 255)
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL image as uint8 RGB: alpha composited on white, 16-bit scaled down."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba)
+    elif im.mode.startswith("I"):  # 16-bit grayscale PNG/TIFF
+        gray = np.asarray(im, dtype=np.float64) / 257.0
+        return np.repeat(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def pil_rgb(path: str) -> np.ndarray:
+    """Decode a file with PIL, applying its EXIF orientation (first frame only)."""
+    with Image.open(path) as im:
+        im.load()
+        return to_rgb(ImageOps.exif_transpose(im))
+
+
+def explain_failure(path: str) -> str:
+    """Why a file could not be decoded, in words a user can act on."""
+    try:
+        pil_rgb(path)
+    except Exception as exc:  # any decoder error is the answer we want
+        return f"cannot decode: {exc}"
+    return "TensorFlow's decoder rejected it (PIL can read it: re-save it as PNG or JPEG)"
+
+
+def image_dataset(paths, use_pil, size: int, batch_size: int):
+    """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
+
+    Undecodable files are dropped from the stream; callers find them as gaps in
+    the row indices (see :func:`featcache.embed.embed`).
+    """
+    import tensorflow as tf
+
+    def tf_decode(path):
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return tf.ensure_shape(img, [None, None, 3])
+
+    def pil_decode(path):
+        img = tf.numpy_function(lambda p: pil_rgb(p.decode()), [path], tf.uint8, stateful=False)
+        return tf.ensure_shape(img, [None, None, 3])
+
+    def load(path, pil, i):
+        img = tf.cond(pil, lambda: pil_decode(path), lambda: tf_decode(path))
+        return tf.image.resize(img, (size, size), method="bilinear"), i
+
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), list(use_pil), np.arange(len(paths))))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)

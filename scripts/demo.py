@@ -1,0 +1,67 @@
+"""The quickstart: build an offline demo dataset, embed it once, then run the head experiments.
+
+The images are scikit-learn's bundled handwritten digits (no download), written
+out as one PNG per image in one folder per class, like a user's own data.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+
+def write_digits(root: Path, size: int = 64) -> int:
+    """Write sklearn's 8x8 digits as RGB PNGs in ``root/<digit>/``; returns the count."""
+    digits = load_digits()
+    for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+        folder = root / f"digit_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        gray = (img / 16.0 * 255).astype(np.uint8)
+        Image.fromarray(gray).resize((size, size), Image.BILINEAR).convert("RGB").save(
+            folder / f"{i:04d}.png")
+    return len(digits.target)
+
+
+def pick_backbone(name: str, weights: str):
+    """Try ImageNet weights; offline, say so plainly and fall back to random weights."""
+    from featcache.backbones import get_backbone
+    from featcache.errors import FeatcacheError
+    try:
+        return get_backbone(name, weights=weights)
+    except FeatcacheError as exc:
+        if weights != "imagenet":
+            raise
+        print(f"\n[demo] ImageNet weights are not available here: {exc}\n"
+              "[demo] Carrying on with RANDOM weights (seeded), so accuracies will be far below "
+              "what pretrained features give.\n"
+              "[demo] To use real weights offline, download the Keras file once elsewhere and run:\n"
+              f"         featcache embed demo/digits -o demo/digits.h5 --weights /path/to/{name}"
+              "_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5\n", flush=True)
+        return get_backbone(name, weights="none")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="demo", type=Path)
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--weights", default="imagenet")
+    args = parser.parse_args(argv)
+
+    import featcache
+    data, cache = args.out / "digits", args.out / "digits.h5"
+    if not data.exists():
+        print(f"[demo] writing {write_digits(data)} digit images to {data}/")
+    backbone = pick_backbone(args.backbone, args.weights)
+    print("[demo] embedding every image once (re-running skips what is cached)")
+    print(featcache.embed(data, cache, backbone=backbone))
+    from featcache.cli import cli
+    cli(["info", str(cache)], standalone_mode=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
