@@ -271,3 +271,22 @@ def test_concurrent_embed_subprocess_blocked(tmp_path):
         release.set()
         t.join()
     assert "another featcache process is writing" in err and "Traceback" not in err
+
+
+def test_inception_v3_parity_and_spec(tmp_path):
+    import keras
+
+    from featcache.backbones import get_backbone
+    data = tmp_path / "data"
+    write_images(data, {"a": 2, "b": 1}, size=(50, 70))
+    bb = get_backbone("inception_v3", weights="none")
+    assert (bb.spec.input_size, bb.spec.feature_dim) == (299, 2048)
+    featcache.embed(data, tmp_path / "c.h5", backbone=bb, progress=False)
+    keras.utils.set_random_seed(0)
+    model = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
+                                           input_shape=(299, 299, 3))
+    ref, _, _ = _keras_reference(data, 299, keras.applications.inception_v3.preprocess_input, model)
+    got = featcache.load_features(tmp_path / "c.h5")
+    assert got.X.shape == (3, 2048)
+    diff = np.abs(got.X - ref).max()
+    assert diff < 1e-4 and diff <= 1e-4 * np.abs(ref).max(), diff
