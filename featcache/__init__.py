@@ -15,6 +15,16 @@ _EXPORTS = {
     "cache_info": "featcache.cache",
     "get_backbone": "featcache.backbones",
     "scan_folder": "featcache.dataset",
+    "save_features": "featcache.cache",
+    "get_head": "featcache.heads",
+    "cross_validate_heads": "featcache.evaluate",
+    "sweep": "featcache.evaluate",
+    "learning_curve": "featcache.evaluate",
+    "compare_random_grouped": "featcache.evaluate",
+    "make_splits": "featcache.evaluate",
+    "audit": "featcache.evaluate.audit",
+    "near_duplicate_groups": "featcache.evaluate.neardup",
+    "diagnose": "featcache.diagnosis",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -29,6 +29,29 @@ def write_images(root, classes: dict, size=(40, 32), fmt="JPEG", seed=0, ext=Non
     return rels
 
 
+def clip_features(n_classes=3, clips_per_class=8, frames=5, d=16, signal=1.0, jitter=0.05, seed=0,
+                  prefix="c"):
+    """Features of video clips: frames of one clip are near-duplicates of its centre.
+
+    Paths are ``<prefix>C/clipK/frame_F.jpg``, so ``--group-by folder`` finds the clips.
+    """
+    from featcache.features import Features
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, signal, (n_classes, d))
+    X, y, paths = [], [], []
+    for c in range(n_classes):
+        for k in range(clips_per_class):
+            centre = means[c] + rng.normal(0, 1, d)
+            for f in range(frames):
+                X.append(centre + rng.normal(0, jitter, d))
+                y.append(c)
+                paths.append(f"{prefix}{c}/clip{k}/frame_{f:04d}.jpg")
+    return Features(np.asarray(X, np.float32), np.asarray(y), np.asarray(paths),
+                    [f"{prefix}{c}" for c in range(n_classes)],
+                    np.array([f"{i:064x}" for i in range(len(y))]), backbone="synthetic",
+                    spec={"name": "synthetic"})
+
+
 @pytest.fixture(scope="session")
 def mobilenet():
     """MobileNetV2 with seeded random weights, loaded once for the whole run."""

@@ -290,3 +290,12 @@ def test_inception_v3_parity_and_spec(tmp_path):
     assert got.X.shape == (3, 2048)
     diff = np.abs(got.X - ref).max()
     assert diff < 1e-4 and diff <= 1e-4 * np.abs(ref).max(), diff
+
+
+def test_foreign_file_at_output_is_never_overwritten(tmp_path, mobilenet):
+    write_images(tmp_path / "data", {"a": 1, "b": 1})
+    target = tmp_path / "precious.h5"
+    target.write_bytes(b"my thesis, not a cache")
+    with pytest.raises(FeatcacheError, match="precious.h5 is not a readable HDF5 file"):
+        featcache.embed(tmp_path / "data", target, backbone=mobilenet, progress=False)
+    assert target.read_bytes() == b"my thesis, not a cache"

@@ -8,7 +8,7 @@ from featcache.errors import FeatcacheError
 
 
 class _Group(click.Group):
-    """Turns FeatcacheError into one line on stderr and exit status 2."""
+    """Turns FeatcacheError into one line on stderr and exit status 1."""
 
     def invoke(self, ctx):
         try:

@@ -1,0 +1,181 @@
+"""CLI commands for evaluation: ``cv``, ``sweep`` and ``curve``.
+
+Thin wrappers over :mod:`featcache.evaluate` and :mod:`featcache.report`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from featcache.cli.app import cli
+from featcache.errors import FeatcacheError
+
+_METRICS = click.Choice(["accuracy", "balanced_accuracy", "f1_macro"])
+
+
+def _split_options(f):
+    """Options shared by cv, sweep and curve (applied bottom-up)."""
+    opts = [
+        click.option("--folds", default=5, show_default=True, type=int, help="Number of folds."),
+        click.option("--repeats", default=1, show_default=True, type=int,
+                     help="Repeat k-fold with different shuffles."),
+        click.option("--group-by", default=None, metavar="REGEX|folder|near-duplicates",
+                     help="Keep groups inside one fold: a regex on the relative path (first "
+                          "capture group is the key), 'folder' (the class's sub-folder), or "
+                          "'near-duplicates' (groups found from feature similarity)."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Split seed."),
+        click.option("--metric", default="accuracy", show_default=True, type=_METRICS,
+                     help="Metric that ranks heads and settings."),
+        click.option("--backbone", default=None, help="Cache entry, when the cache holds several."),
+        click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+                     help="Write the full result, with per-fold numbers, to this JSON file."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return click.argument("cache", type=click.Path(dir_okay=False))(f)
+
+
+def _load(cache, backbone):
+    from featcache.cache import load_features
+    return load_features(cache, backbone=backbone)
+
+
+def _write_json(path, command, features, cache, payload):
+    doc = {"command": command, "cache": str(cache), "backbone": features.backbone, **payload}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2, allow_nan=False)
+    click.echo(f"JSON written to {path}")
+
+
+def _floats(text, option):
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FeatcacheError(f"{option} takes comma-separated numbers, got {text!r}") from None
+
+
+def _grids(values):
+    """``--grid`` values: ``"0.1,1"`` for every head or ``"logreg=0.1,1"`` for one."""
+    if not values:
+        return None
+    per_head, common = {}, None
+    for v in values:
+        name, sep, nums = v.partition("=")
+        if sep:
+            per_head[name.strip()] = _floats(nums, "--grid")
+        else:
+            common = _floats(v, "--grid")
+    if per_head and common is not None:
+        raise FeatcacheError("--grid: give either one grid for all heads or NAME=... per head")
+    return per_head or common
+
+
+@cli.command()
+@click.option("--head", default="logreg", show_default=True,
+              help="logreg, svm or softmax; comma-separate several for a paired comparison.")
+@click.option("--C", "--reg", "reg", default=None, type=float,
+              help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
+@_split_options
+def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_out):
+    """Cross-validate heads on CACHE: per-fold scores, mean ± std and 95% intervals.
+
+    With --group-by near-duplicates the score under random splits and under
+    grouped splits is shown side by side, with which one to believe.
+    """
+    from featcache.evaluate import compare_random_grouped, cross_validate_heads
+    from featcache.report.tables import format_comparison, format_cv
+    features = _load(cache, backbone)
+    kw = dict(folds=folds, repeats=repeats, seed=seed, metric=metric, progress=None,
+              head_params={"reg": reg})
+    if group_by == "near-duplicates":
+        res = compare_random_grouped(features, head, group_by=group_by, **kw)
+        click.echo(format_cv(res.grouped))
+        click.echo("")
+        click.echo(format_comparison(res))
+    else:
+        res = cross_validate_heads(features, head, group_by=group_by, **kw)
+        click.echo(format_cv(res))
+    if json_out:
+        _write_json(json_out, "cv", features, cache, res.to_dict())
+
+
+def _grouping_note(features, folds, repeats, group_by, seed, plan):
+    """One line on what grouped splits avoid, for sweep and curve."""
+    if group_by != "near-duplicates":
+        return None
+    from featcache.evaluate import make_splits, straddling_groups
+    random = make_splits(features, folds, repeats, None, seed)
+    n = straddling_groups(random.splits, plan.groups)
+    return (f"note: grouped by near-duplicates; random splits would put {n} near-duplicate "
+            "groups on both sides of a split" + (" and overstate the score: believe these "
+                                                 "grouped numbers." if n else "."))
+
+
+@cli.command()
+@click.option("--heads", default="logreg,svm,softmax", show_default=True,
+              help="Comma-separated heads to sweep on the same splits.")
+@click.option("--grid", multiple=True,
+              help="Comma-separated values for all heads, or HEAD=v1,v2,... per head "
+                   "(repeatable). Default: each head's own 10-value log grid.")
+@click.option("--plots", "plots_dir", default=None, type=click.Path(file_okay=False),
+              help="Directory for regularisation_path.png and confusion_matrix.png.")
+@_split_options
+def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric, backbone,
+          json_out):
+    """Sweep each head's regularisation strength on CACHE, all heads on the same splits."""
+    from featcache.evaluate import sweep as run_sweep
+    from featcache.report.tables import format_sweep
+    features = _load(cache, backbone)
+    res = run_sweep(features, heads, grids=_grids(grid), folds=folds, repeats=repeats,
+                    group_by=group_by, seed=seed, metric=metric, progress=None)
+    click.echo(format_sweep(res))
+    note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
+    if note:
+        click.echo(note)
+    if plots_dir:
+        from featcache.report.plots import plot_confusion_matrix, plot_regularisation_path
+        best = res.heads[res.best]
+        p1 = plot_regularisation_path(res, Path(plots_dir) / "regularisation_path.png")
+        p2 = plot_confusion_matrix(res.best_confusion(), res.class_names,
+                                   Path(plots_dir) / "confusion_matrix.png",
+                                   f"{best.name}, {best.param}={best.best_value:.3g}\n"
+                                   "out-of-fold counts, summed over folds")
+        click.echo(f"plots written: {p1}, {p2}")
+    if json_out:
+        _write_json(json_out, "sweep", features, cache, res.to_dict())
+
+
+@cli.command()
+@click.option("--head", default="logreg", show_default=True, help="logreg, svm or softmax.")
+@click.option("--C", "--reg", "reg", default=None, type=float,
+              help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
+@click.option("--fractions", default="0.1,0.2,0.35,0.5,0.75,1", show_default=True,
+              help="Comma-separated fractions of each training fold to train on.")
+@click.option("--plots", "plots_dir", default=None, type=click.Path(file_okay=False),
+              help="Directory for learning_curve.png.")
+@_split_options
+def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed, metric,
+          backbone, json_out):
+    """Learning curve on CACHE: train and validation score vs training-set size.
+
+    A validation curve still rising at the right means more data should help; a
+    flat one with a large train-validation gap calls for more regularisation.
+    """
+    from featcache.evaluate import learning_curve
+    from featcache.report.tables import format_curve
+    features = _load(cache, backbone)
+    res = learning_curve(features, head, fractions=_floats(fractions, "--fractions"),
+                         folds=folds, repeats=repeats, group_by=group_by, seed=seed,
+                         head_params={"reg": reg}, metric=metric, progress=None)
+    click.echo(format_curve(res))
+    note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
+    if note:
+        click.echo(note)
+    if plots_dir:
+        from featcache.report.plots import plot_learning_curve
+        click.echo(f"plot written: {plot_learning_curve(res, Path(plots_dir) / 'learning_curve.png')}")
+    if json_out:
+        _write_json(json_out, "curve", features, cache, res.to_dict())

@@ -1,0 +1,334 @@
+"""Near-duplicate groups from cosine similarity of cached features.
+
+How it works, and why it scales:
+
+1. Rows are scaled by their inverse L2 norms tile by tile (float32, no
+   normalised copy of X), so a dot product is a cosine similarity.
+2. ``knn_cosine`` finds each row's ``k`` most similar rows with tiled matrix
+   products over the upper triangle (each tile is used for both its rows and
+   its columns). Memory is one tile (``tile x tile``) plus ``n x k``
+   neighbour lists: never an ``n x n`` matrix.
+3. The threshold is the user's, or chosen from the pooled neighbour
+   similarities (see ``adaptive_threshold``), or the documented default.
+4. Neighbour pairs at or above the threshold are edges of a graph; groups are
+   its connected components (``scipy.sparse.csgraph``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.ndimage import gaussian_filter1d
+from scipy.sparse.csgraph import connected_components
+
+from featcache.errors import FeatcacheError
+
+DEFAULT_THRESHOLD = 0.95
+"""Cosine similarity above which two images count as near-duplicates when the
+similarity distribution shows no clear gap. Frames of one clip through a
+pretrained CNN typically score above it; distinct photos of one class rarely."""
+
+MIN_ADAPTIVE = 0.5
+"""An adaptive threshold below this is refused: such a gap separates kinds of
+images, not copies."""
+
+NEAR_MEDIAN_MIN = 0.9
+"""The pairs above an adaptive threshold must have a median similarity at least
+this high; otherwise the gap separates clusters (a small class), not copies."""
+
+_EPS = 1e-6  # cosine distances below this count as identical (float32 noise)
+
+
+def _rows_and_scales(X, block: int = 4096):
+    """float32 rows (no copy when already float32) and their inverse L2 norms.
+
+    Rows are scaled tile by tile later, so no normalised copy of X is made.
+    All-zero rows get scale 0: similarity 0 with everything, never grouped.
+    """
+    X = np.asarray(getattr(X, "X", X), dtype=np.float32)
+    if X.ndim != 2 or len(X) == 0:
+        raise FeatcacheError(f"features must be a non-empty 2-D array, got shape {X.shape}")
+    norms = np.concatenate([np.linalg.norm(X[a:a + block].astype(np.float64), axis=1)
+                            for a in range(0, len(X), block)])
+    if not np.isfinite(norms).all():
+        bad = int((~np.isfinite(norms)).sum())
+        raise FeatcacheError(f"{bad} feature rows contain NaN or infinite values: "
+                             "re-embed the affected files")
+    inv = np.zeros(len(X), np.float32)
+    inv[norms > 0] = 1.0 / norms[norms > 0]
+    return X, inv
+
+
+def _merge_topk(best_s, best_i, row0, S, col0, k, transposed=False):
+    """Merge a similarity tile into the top-k lists of rows ``row0..``.
+
+    ``S`` holds rows row0.. by columns col0..; with ``transposed`` it holds
+    them the other way round (the same tile serves both sides of the diagonal).
+    """
+    axis = 0 if transposed else 1
+    r, c = S.shape[1 - axis], S.shape[axis]
+    rows = slice(row0, row0 + r)
+    kth = best_s[rows].min(axis=1)
+    # Only entries above a row's current k-th best can enter its list; once
+    # the lists fill up that is a few per row, so the merge touches those alone.
+    hit = S > (kth[None, :] if transposed else kth[:, None])
+    count = hit.sum(axis=axis)
+    m = int(count.max())
+    if m == 0:
+        return
+    if m > max(k, c // 4):  # lists still filling up: partition the whole tile
+        T = np.ascontiguousarray(S.T) if transposed else S
+        part = np.argpartition(T, c - k, axis=1)[:, c - k:] if c > k else \
+            np.broadcast_to(np.arange(c), (r, c))
+        vals = np.take_along_axis(T, part, axis=1)
+    else:
+        si, sj = np.nonzero(hit)
+        own, other = (sj, si) if transposed else (si, sj)
+        order = np.argsort(own, kind="stable")
+        own, other = own[order], other[order]
+        pos = np.arange(len(own)) - np.repeat(np.cumsum(count) - count, count)
+        vals = np.full((r, m), -np.inf, np.float32)
+        part = np.zeros((r, m), np.int64)
+        vals[own, pos] = S[si[order], sj[order]]
+        part[own, pos] = other
+    cand_s = np.concatenate([best_s[rows], vals], axis=1)
+    cand_i = np.concatenate([best_i[rows], (part + col0).astype(np.int32)], axis=1)
+    keep = np.argpartition(cand_s, cand_s.shape[1] - k, axis=1)[:, -k:]
+    best_s[rows] = np.take_along_axis(cand_s, keep, axis=1)
+    best_i[rows] = np.take_along_axis(cand_i, keep, axis=1)
+
+
+def _tiled_topk(X, inv, k, tile):
+    """Top-k (unsorted) cosine neighbours over upper-triangle tiles of ``X``."""
+    n = len(X)
+    best_s = np.full((n, k), -np.inf, np.float32)
+    best_i = np.full((n, k), -1, np.int32)
+    for a in range(0, n, tile):
+        A = X[a:a + tile] * inv[a:a + tile, None]
+        for b in range(a, n, tile):
+            S = A @ X[b:b + tile].T
+            S *= inv[None, b:b + tile]
+            if a == b:
+                np.fill_diagonal(S, -np.inf)
+            _merge_topk(best_s, best_i, a, S, b, k)
+            if b != a:  # the same tile, read by columns, serves rows b..
+                _merge_topk(best_s, best_i, b, S, a, k, transposed=True)
+    return best_i, best_s
+
+
+def knn_cosine(X, k: int = 32, *, tile: int = 2048):
+    """Each row's ``k`` nearest rows by cosine similarity, without an n x n matrix.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d) or Features
+    k : int
+        Neighbours kept per row (capped at ``n - 1``).
+    tile : int
+        Rows per tile; peak extra memory is about ``12 * tile**2`` bytes.
+
+    Returns
+    -------
+    index : ndarray of shape (n, k), int32
+        Neighbour row numbers, most similar first (self excluded).
+    similarity : ndarray of shape (n, k), float32
+        The matching cosine similarities.
+    """
+    X, inv = _rows_and_scales(X)
+    n = len(X)
+    k = max(0, min(int(k), n - 1))
+    if k == 0:  # a single row has no neighbours
+        return np.full((n, 0), -1, np.int32), np.full((n, 0), -np.inf, np.float32)
+    best_i, best_s = _tiled_topk(X, inv, k, tile)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_i, order, axis=1), np.take_along_axis(best_s, order, axis=1)
+
+
+def _otsu(hist: np.ndarray):
+    """Otsu's split of a histogram: (first bin of the upper class, separability eta)."""
+    p = hist / hist.sum()
+    centers = np.arange(len(p))
+    w0 = np.cumsum(p)[:-1]
+    m0 = np.cumsum(p * centers)[:-1]
+    mt = (p * centers).sum()
+    valid = (w0 > 0) & (w0 < 1)
+    between = np.zeros_like(w0)
+    between[valid] = (mt * w0[valid] - m0[valid]) ** 2 / (w0[valid] * (1 - w0[valid]))
+    total = (p * (centers - mt) ** 2).sum()
+    split = int(np.argmax(between)) + 1
+    return split, float(between[split - 1] / total) if total > 0 else 0.0
+
+
+def _valley(hist, split):
+    """(valley bin, valley/peak ratio) of the smoothed histogram between the two class peaks."""
+    smooth = gaussian_filter1d(hist.astype(np.float64), 1.5, mode="constant")
+    lo_peak = int(np.argmax(smooth[:split]))
+    hi_peak = split + int(np.argmax(smooth[split:]))
+    region = smooth[lo_peak:hi_peak + 1]
+    floor = region.min()
+    valley = lo_peak + int(np.median(np.flatnonzero(region <= floor + 1e-9 * smooth.max())))
+    return valley, float(floor / max(min(smooth[lo_peak], smooth[hi_peak]), 1e-12))
+
+
+def _empty_run(hist, at) -> int:
+    """Number of consecutive empty bins around bin ``at`` (0 if it is not empty)."""
+    if hist[at]:
+        return 0
+    lo, hi = at, at
+    while lo > 0 and not hist[lo - 1]:
+        lo -= 1
+    while hi < len(hist) - 1 and not hist[hi + 1]:
+        hi += 1
+    return hi - lo + 1
+
+
+def adaptive_threshold(similarity, *, bins: int = 128, min_eta: float = 0.75,
+                       max_valley: float = 0.3, min_gap: float = 0.5) -> dict:
+    """Choose a threshold at the gap in the neighbour-similarity distribution.
+
+    Similarities are mapped to log10 cosine distance (``log10(1 - s)``), where
+    copies (distance ~1e-3) and merely similar images (~1e-1) sit orders of
+    magnitude apart. Otsu's method splits the histogram into a near side and a
+    far side; the threshold is the lowest point of the smoothed histogram
+    between the two peaks. It is accepted only if that valley is at most
+    ``max_valley`` times the lower peak, and either Otsu's separability
+    ``eta >= min_eta`` (a single bell curve gives about 0.64) or the valley is
+    an empty stretch at least ``min_gap`` decades of distance wide (which
+    lets a small set of copies among many unrelated images count). The pairs
+    above it must also look like copies: median similarity at least
+    ``NEAR_MEDIAN_MIN`` and threshold at least ``MIN_ADAPTIVE``.
+
+    Parameters
+    ----------
+    similarity : array-like
+        Pooled neighbour similarities (e.g. the ``k`` nearest of every row).
+
+    Returns
+    -------
+    dict
+        ``threshold`` (float, or None when no clean gap exists), ``eta``,
+        ``valley_ratio``, ``gap_decades``, ``reason`` (plain text).
+    """
+    s = np.asarray(similarity, np.float64).ravel()
+    s = s[np.isfinite(s)]
+    out = {"threshold": None, "eta": None, "valley_ratio": None, "gap_decades": None}
+    if len(s) < 10:
+        return {**out, "reason": "too few neighbour pairs to estimate a distribution"}
+    hist, edges = np.histogram(np.log10(np.clip(1.0 - s, _EPS, 2.0)), bins=bins)
+    split, eta = _otsu(hist.astype(np.float64))
+    valley, ratio = _valley(hist, split)
+    gap = _empty_run(hist, valley) * float(edges[1] - edges[0])
+    threshold = float(1.0 - 10 ** ((edges[valley] + edges[valley + 1]) / 2))
+    out.update(eta=round(eta, 3), valley_ratio=round(ratio, 3), gap_decades=round(gap, 2))
+    evidence = (f"separability {eta:.2f} (clean >= {min_eta}), valley/peak {ratio:.2f} "
+                f"(clean <= {max_valley}), empty gap {gap:.2f} decades (clean >= {min_gap})")
+    if ratio > max_valley or (eta < min_eta and gap < min_gap):
+        return {**out, "reason": f"no clear gap between near-duplicates and other neighbours: {evidence}"}
+    above = s[s >= threshold]
+    near_median = float(np.median(above)) if len(above) else -1.0
+    if threshold < MIN_ADAPTIVE or near_median < NEAR_MEDIAN_MIN:
+        return {**out, "reason": (f"the gap at similarity {threshold:.3f} separates pairs with a "
+                                  f"median similarity of {near_median:.3f} (copies need >= "
+                                  f"{NEAR_MEDIAN_MIN}) from the rest: clusters of similar images "
+                                  "(e.g. a class), not copies")}
+    near = float(np.mean(s >= threshold))
+    return {**out, "threshold": threshold,
+            "reason": (f"gap in the neighbour-similarity distribution at {threshold:.4f}: "
+                       f"{evidence}; {near:.1%} of neighbour pairs lie above it")}
+
+
+def groups_from_neighbors(index, similarity, threshold: float) -> np.ndarray:
+    """Connected components of the graph of neighbour pairs with similarity >= threshold.
+
+    Returns an int64 array of shape (n,): rows of one group share an id,
+    every singleton gets its own id.
+    """
+    n = len(index)
+    rows, cols = np.nonzero(similarity >= threshold)
+    graph = sparse.coo_matrix((np.ones(len(rows), np.int8), (rows, index[rows, cols])),
+                              shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
+
+
+def _choose_threshold(similarity, threshold, k):
+    """(threshold, source, adaptive-info, reason) following the documented policy."""
+    if isinstance(threshold, str) and threshold in ("auto", "default"):
+        if threshold == "default":
+            return DEFAULT_THRESHOLD, "default", None, f"default {DEFAULT_THRESHOLD} requested"
+        threshold = None
+    if threshold is not None:
+        try:
+            t = float(threshold)
+        except (TypeError, ValueError):
+            raise FeatcacheError(f"threshold must be 'auto', 'default' or a number in [-1, 1], "
+                                 f"got {threshold!r}") from None
+        if not -1.0 <= t <= 1.0:
+            raise FeatcacheError(f"threshold={threshold} is not a cosine similarity: use a value in [-1, 1]")
+        return t, "user", None, f"threshold {t} given by the user"
+    adaptive = adaptive_threshold(similarity)
+    if adaptive["threshold"] is not None:
+        return adaptive["threshold"], "adaptive", adaptive, adaptive["reason"]
+    reason = f"default {DEFAULT_THRESHOLD}: {adaptive['reason']}"
+    finite = similarity[:, -1][np.isfinite(similarity[:, -1])] if similarity.size else []
+    if len(finite) and np.median(finite) >= DEFAULT_THRESHOLD:
+        reason += (f"; most images have >= {k} neighbours above the default, so groups may be "
+                   f"larger than k={k}: rerun with a larger k")
+    return DEFAULT_THRESHOLD, "default", adaptive, reason
+
+
+def _summary(groups, similarity) -> dict:
+    sizes = np.bincount(groups)
+    multi = sizes[sizes > 1]
+    nn = similarity[:, 0] if similarity.shape[1] else np.array([])
+    nn = nn[np.isfinite(nn)]
+    q = [1, 5, 25, 50, 75, 95, 99]
+    return {
+        "n_rows": int(len(groups)),
+        "n_groups": int(len(multi)),
+        "n_rows_in_groups": int(multi.sum()),
+        "largest_group": int(multi.max()) if len(multi) else 1,
+        "median_group_size": float(np.median(multi)) if len(multi) else 0.0,
+        "nearest_neighbor_similarity_percentiles":
+            {f"p{p}": round(float(v), 5) for p, v in zip(q, np.percentile(nn, q))} if len(nn) else {},
+    }
+
+
+def near_duplicate_groups(X, threshold=None, *, k: int = 32, tile: int = 2048,
+                          neighbors=None):
+    """Group rows whose features are near-duplicates (cosine similarity).
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d) or Features
+    threshold : float, "auto", "default" or None
+        Cosine similarity at or above which two rows are linked. None or
+        "auto" picks it from the data (``adaptive_threshold``) and falls back
+        to ``DEFAULT_THRESHOLD`` when the distribution shows no clean gap;
+        "default" uses ``DEFAULT_THRESHOLD``.
+    k : int
+        Neighbours examined per row. Groups larger than ``k + 1`` are still
+        found through chains of neighbours.
+    tile : int
+        Tile size of the blocked similarity computation.
+    neighbors : tuple (index, similarity), optional
+        Output of ``knn_cosine`` to reuse instead of recomputing.
+
+    Returns
+    -------
+    groups : ndarray of shape (n,), int64
+        Group id per row; rows of one near-duplicate group share an id and
+        singletons get unique ids.
+    info : dict
+        ``threshold``, ``threshold_source`` ("user", "adaptive" or
+        "default"), ``default_threshold``, ``reason`` (why this threshold),
+        ``adaptive`` (the adaptive rule's evidence), ``k`` and summary numbers
+        (``n_groups``, ``n_rows_in_groups``, ``largest_group``, ...).
+    """
+    index, similarity = neighbors if neighbors is not None else knn_cosine(X, k, tile=tile)
+    t, source, adaptive, reason = _choose_threshold(similarity, threshold, similarity.shape[1])
+    groups = groups_from_neighbors(index, similarity, t)
+    info = {"threshold": round(t, 6), "threshold_source": source,
+            "default_threshold": DEFAULT_THRESHOLD, "reason": reason,
+            "adaptive": adaptive, "k": int(similarity.shape[1]),
+            **_summary(groups, similarity)}
+    return groups, info

@@ -1,0 +1,161 @@
+"""Regularisation sweeps: every head over its grid, on one shared set of splits.
+
+Each head fits its whole grid per fold with ``fit_path`` (warm-started in
+featcache heads), which is what makes a 5-fold x 10-value sweep take seconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sklearn
+
+from featcache.errors import FeatcacheError
+from featcache.evaluate._heads import default_grid, fit_path, reg_param, resolve_heads
+from featcache.evaluate.cv import (PairedRun, _check_metric, _jsonable, _num, one_blas_thread,
+                                   progress_bar)
+from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
+from featcache.evaluate.splits import as_features, make_splits
+from featcache.evaluate.stats import compare_to_best, summarize
+
+SWEEP_KEYS = METRICS + ("train_accuracy", "gap")
+
+
+@dataclass
+class HeadSweep:
+    """One head's sweep over its regularisation grid.
+
+    Attributes
+    ----------
+    name : str
+    param : str, the swept parameter (e.g. ``"C"``).
+    grid : list of float, the values in the order given.
+    scores : dict metric -> ndarray (n_settings, n_splits); metrics are
+        ``accuracy``, ``balanced_accuracy``, ``f1_macro``, ``log_loss``,
+        ``train_accuracy`` and ``gap``.
+    confusion : int ndarray (n_settings, K, K), summed over splits.
+    best_index : int, the setting with the best mean ranking metric.
+    stronger_when_larger : bool or None, direction of the parameter.
+    """
+
+    name: str
+    param: str
+    grid: list
+    scores: dict
+    confusion: np.ndarray
+    best_index: int
+    stronger_when_larger: bool | None = None
+
+    @property
+    def best_value(self) -> float:
+        return self.grid[self.best_index]
+
+    def summary(self, metric: str, n_train=None, n_test=None) -> list:
+        """Per-setting :func:`summarize` dicts of ``metric``."""
+        return [summarize(row, n_train, n_test, bounds=BOUNDS.get(metric))
+                for row in self.scores[metric]]
+
+    def to_dict(self, n_train=None, n_test=None) -> dict:
+        return {"name": self.name, "param": self.param, "grid": list(self.grid),
+                "best_index": self.best_index, "best_value": self.best_value,
+                "stronger_when_larger": self.stronger_when_larger,
+                "folds": {k: [[_num(v) for v in row] for row in a]
+                          for k, a in self.scores.items()},
+                "summary": {k: _jsonable(self.summary(k, n_train, n_test)) for k in self.scores},
+                "best_confusion": self.confusion[self.best_index].tolist()}
+
+
+@dataclass
+class SweepResult(PairedRun):
+    """All heads' sweeps on shared splits; ``heads`` maps name -> HeadSweep.
+
+    ``comparison`` tests the best head (at its best setting) against each
+    other head at its best setting.
+    """
+
+    def best_confusion(self) -> np.ndarray:
+        """Confusion matrix (summed over splits) of the best head at its best setting."""
+        h = self.heads[self.best]
+        return h.confusion[h.best_index]
+
+    def to_dict(self) -> dict:
+        n_tr, n_te = self.plan.n_train, self.plan.n_test
+        return {"metric": self.metric, "splits": self.plan.to_dict(),
+                "class_names": list(self.class_names),
+                "best_head": self.best,
+                "best_settings": {k: {"param": h.param, "value": h.best_value}
+                                  for k, h in self.heads.items()},
+                "heads": {k: h.to_dict(n_tr, n_te) for k, h in self.heads.items()},
+                "comparison": _jsonable(self.comparison)}
+
+
+def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 5,
+          repeats: int = 1, group_by=None, seed: int = 0, cv=None, param: str | None = None,
+          head_params: dict | None = None, metric: str = "accuracy", progress=False):
+    """Sweep each head's regularisation strength on one shared set of splits.
+
+    Parameters
+    ----------
+    data : Features or (X, y)
+    heads : str, estimator, list of those, or dict name -> estimator
+    grids : None, sequence of float, or dict name -> sequence
+        None uses each head's ``default_grid`` (a log grid); a sequence is used
+        for every head; a dict gives per-head grids (missing heads: default).
+    folds, repeats, group_by, seed, cv
+        How to split; see :func:`featcache.evaluate.make_splits`.
+    param : str, optional
+        Parameter to sweep for plain sklearn estimators (featcache heads
+        declare ``reg_param`` themselves).
+    head_params : dict, optional
+        Extra constructor parameters for heads given by name.
+    metric : str, default "accuracy"
+        Picks the best setting per head and the best head.
+    progress : bool or None
+
+    Returns
+    -------
+    SweepResult
+    """
+    _check_metric(metric)
+    features = as_features(data)
+    plan = make_splits(features, folds, repeats, group_by, seed, cv)
+    ests = resolve_heads(heads, head_params, seed)
+    grid_of = {name: _grid(name, est, grids) for name, est in ests.items()}
+    out = {}
+    with progress_bar(len(ests) * plan.n_splits, "sweep", progress) as bar, one_blas_thread():
+        for name, est in ests.items():
+            out[name] = _sweep_head(features, name, est, grid_of[name], plan, param, metric, bar)
+    best_scores = {k: h.scores[metric][h.best_index] for k, h in out.items()}
+    comparison = compare_to_best(best_scores, plan.n_train, plan.n_test)
+    return SweepResult(out, plan, list(features.class_names), metric, comparison)
+
+
+def _grid(name, est, grids):
+    if grids is None:
+        return default_grid(est)
+    if isinstance(grids, dict):
+        return [float(v) for v in grids[name]] if name in grids else default_grid(est)
+    values = [float(v) for v in np.asarray(grids, dtype=float).ravel()]
+    if not values or not all(np.isfinite(values)) or min(values) <= 0:
+        raise FeatcacheError(f"--grid must be positive numbers, got {grids!r}")
+    return values
+
+
+def _sweep_head(features, name, est, grid, plan, param, metric, bar):
+    X, y, K = features.X, features.y, len(features.class_names)
+    S, J = len(grid), plan.n_splits
+    scores = {k: np.full((S, J), np.nan) for k in SWEEP_KEYS}
+    cm = np.zeros((S, K, K), dtype=np.int64)
+    for j, (tr, te) in enumerate(plan.splits):
+        Xtr, ytr, Xte, yte = X[tr], y[tr], X[te], y[te]  # copy once per fold, not per model
+        with sklearn.config_context(assume_finite=True):  # make_splits checked finiteness
+            models = fit_path(est, Xtr, ytr, grid, param)
+            folds = [fold_scores(m, Xtr, ytr, Xte, yte, K) for m in models]
+        for s, (fold, fold_cm) in enumerate(folds):
+            for k in SWEEP_KEYS:
+                scores[k][s, j] = fold[k]
+            cm[s] += fold_cm
+        bar.update()
+    best = int(np.argmax(np.nanmean(scores[metric], axis=1)))
+    return HeadSweep(name, reg_param(est, param), list(grid), scores, cm, best,
+                     getattr(est, "stronger_when_larger", None))

@@ -1,0 +1,205 @@
+"""Shared pieces of every head: the regularisation-path contract, input checks,
+BLAS thread pinning and the linear decision helpers.
+
+Kept free of TensorFlow: only :mod:`featcache.heads.softmax` imports it, lazily.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+
+from featcache.errors import FeatcacheError
+
+_CONTROLLER = None
+
+
+def blas_limit(n_threads):
+    """Context manager limiting BLAS (and OpenMP) threads to ``n_threads``.
+
+    Two OpenBLAS threads on a busy 2-core machine were measured 10-30x slower
+    than one, so heads default to one thread; ``None`` leaves BLAS alone.
+    """
+    global _CONTROLLER
+    if n_threads is None:
+        from contextlib import nullcontext
+        return nullcontext()
+    if _CONTROLLER is None:  # building a controller scans libraries: do it once
+        from threadpoolctl import ThreadpoolController
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=int(n_threads))
+
+
+class PathHeadMixin(ClassifierMixin, BaseEstimator):
+    """Base class of featcache heads, defining the regularisation-path contract.
+
+    Class attributes every head declares
+    ------------------------------------
+    reg_param : str
+        Name of the constructor parameter that sets regularisation strength
+        (``"C"`` for LogisticHead and LinearSVMHead, ``"l2"`` for SoftmaxHead).
+    default_grid : ndarray of 10 floats
+        A sensible log grid for ``reg_param`` on standardised features, in
+        increasing order of the parameter value.
+    stronger_when_larger : bool
+        True when a larger ``reg_param`` value means *more* regularisation
+        (``l2``), False when it means less (``C``).
+
+    fit_path contract
+    -----------------
+    ``head.fit_path(X, y, values) -> list[estimator]``
+
+    * Returns one fitted estimator per entry of ``values``, **in the order
+      given** (duplicates allowed, each gets its own estimator).
+    * Each returned estimator is equivalent, to solver tolerance, to
+      ``clone(head).set_params(**{head.reg_param: v}).fit(X, y)``: it is a
+      fresh instance of the same class whose ``get_params()`` equals the
+      head's except ``reg_param == v``, and it supports ``predict``,
+      ``predict_proba``/``decision_function`` like a normally fitted head.
+    * ``head`` itself is not modified (it need not be fitted).
+    * Faster than refitting: the scaler is fitted once, the values are
+      visited from strongest to weakest regularisation and each fit is
+      warm-started from the previous solution.
+    * ``values`` must be a non-empty 1-d sequence of positive finite numbers,
+      otherwise FeatcacheError is raised.
+
+    Use it per CV fold: ``models = head.fit_path(X[tr], y[tr], grid)`` and then
+    score ``models[i]`` on ``X[te]``.
+    """
+
+    reg_param: str = "C"
+    default_grid: np.ndarray = np.logspace(-4, 1, 10)
+    stronger_when_larger: bool = False
+
+    def fit_path(self, X, y, values):
+        """Fit one estimator per regularisation value (see class docstring).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        values : sequence of float
+            Values of ``self.reg_param``.
+
+        Returns
+        -------
+        list of fitted estimators, aligned with ``values``.
+        """
+        values = check_path_values(values, self.reg_param)
+        order = path_order(values, self.stronger_when_larger)
+        fitted = self._fit_path_sorted(X, y, values[order])
+        out = [None] * len(values)
+        for pos, est in zip(order, fitted):
+            out[pos] = est
+        return out
+
+    def _fit_path_sorted(self, X, y, values):
+        """Fallback: independent refits, strongest regularisation first."""
+        return [clone(self).set_params(**{self.reg_param: v}).fit(X, y)
+                for v in values]
+
+    def _with_value(self, value):
+        """Unfitted clone of this head with ``reg_param`` set to ``value``."""
+        return clone(self).set_params(**{self.reg_param: float(value)})
+
+
+def check_path_values(values, name):
+    """``values`` as a 1-d float array, or FeatcacheError naming ``name``."""
+    try:
+        arr = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise FeatcacheError(f"fit_path values for {name!r} must be numbers, "
+                             f"got {values!r}") from None
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise FeatcacheError(f"fit_path values for {name!r} must be a non-empty "
+                             f"list of positive finite numbers, got {values!r}")
+    return arr
+
+
+def path_order(values, stronger_when_larger):
+    """Indices visiting ``values`` from strongest to weakest regularisation."""
+    order = np.argsort(values, kind="stable")
+    return order[::-1] if stronger_when_larger else order
+
+
+def check_positive(value, name, allow_zero=False):
+    """Raise FeatcacheError unless ``value`` is a positive (or zero) number."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) \
+        and not isinstance(value, bool) and np.isfinite(value) \
+        and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise FeatcacheError(f"{name} must be a number {bound}, got {value!r}")
+
+
+def check_choice(value, name, choices):
+    """Raise FeatcacheError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise FeatcacheError(f"{name} must be one of {sorted(choices)}, "
+                             f"got {value!r}")
+
+
+class HeadInputError(FeatcacheError, ValueError):
+    """Bad training data for a head (also a ValueError, as sklearn expects)."""
+
+
+def prepare_fit(est, X, y, standardize):
+    """Validate ``X, y`` for ``fit``; return (Xs float32, y_encoded, scaler).
+
+    Sets ``classes_`` and ``n_features_in_`` on ``est``. The scaler is fitted
+    here, on the training rows only, so a CV fold never sees its test rows.
+    """
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import validate_data
+
+    X, y = validate_data(est, X, y, dtype=[np.float32, np.float64])
+    check_classification_targets(y)
+    est.classes_, y_enc = np.unique(y, return_inverse=True)
+    if len(est.classes_) < 2:
+        raise HeadInputError(f"{type(est).__name__} needs at least 2 classes to "
+                             f"train, got 1 class: {est.classes_[0]!r}")
+    X = np.asarray(X, dtype=np.float32)
+    scaler = None
+    if standardize:
+        scaler = StandardScaler().fit(X)
+        X = scaler.transform(X).astype(np.float32, copy=False)
+    return np.ascontiguousarray(X), y_enc, scaler
+
+
+class LinearDecisionMixin:
+    """``decision_function``/``predict`` from raw-space ``coef_``/``intercept_``.
+
+    ``coef_`` has shape (1, d) for two classes and (k, d) otherwise, as in
+    scikit-learn's linear models, and already includes the standardisation.
+    """
+
+    def fit(self, X, y):
+        """Fit on ``X`` (n_samples, n_features) and labels ``y``; return self."""
+        self._fit_path_sorted(X, y, [getattr(self, self.reg_param)], targets=[self])
+        return self
+
+    def _store_fit(self, est, W, b, n_iter, scaler):
+        """Give ``est`` what this fit learned, with coefficients in raw feature units."""
+        from featcache.heads._linear import fold_scaler
+        est.classes_ = self.classes_
+        est.n_features_in_ = self.n_features_in_
+        if hasattr(self, "feature_names_in_"):
+            est.feature_names_in_ = self.feature_names_in_
+        est.scaler_ = scaler
+        Wr, br = fold_scaler(W, b, scaler)
+        est.coef_, est.intercept_ = Wr.T.copy(), np.asarray(br)
+        est.n_iter_ = max(1, n_iter)
+
+    def decision_function(self, X):
+        """Class scores, shape (n,) for two classes, else (n, n_classes)."""
+        from sklearn.utils.validation import check_is_fitted, validate_data
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        scores = X @ self.coef_.T.astype(X.dtype) + self.intercept_
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict(self, X):
+        """Predicted class labels."""
+        scores = self.decision_function(X)
+        idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(1)
+        return self.classes_[idx]

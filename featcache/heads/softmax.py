@@ -1,0 +1,288 @@
+"""Keras Dense-softmax head. TensorFlow/Keras are imported inside ``fit`` only."""
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+
+from featcache.heads._base import (HeadInputError, PathHeadMixin, check_choice,
+                                   check_positive, prepare_fit)
+from featcache.heads._linear import fold_scaler
+
+_OPTIMIZERS = {"adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad"}
+
+
+class SoftmaxHead(PathHeadMixin):
+    """A single Keras ``Dense(n_classes, softmax)`` layer on standardised features.
+
+    Trained with Keras ``model.fit`` on one-hot labels, with early stopping on
+    an inner stratified validation split. After training the weights are
+    copied out (with the standardisation folded in), so ``predict`` and
+    ``predict_proba`` are plain numpy, the fitted head pickles without
+    TensorFlow, and :meth:`to_keras` rebuilds an equivalent Keras model.
+
+    Parameters
+    ----------
+    l2 : float, default=1e-3
+        L2 weight decay on the kernel, added to the mean loss as
+        ``l2 * sum(W**2)`` (Keras' ``L2`` regulariser). 0 disables it.
+    dropout : float in [0, 1), default=0.0
+        Dropout on the input features during training.
+    label_smoothing : float in [0, 1), default=0.0
+    optimizer : {"adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad"}
+    learning_rate : float, default=0.005
+    epochs : int, default=100
+        Maximum epochs; early stopping usually ends training sooner.
+    batch_size : int, default=512
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the training rows (stratified),
+        stop when their loss has not improved for ``patience`` epochs and
+        restore the best epoch's weights.
+    validation_fraction : float, default=0.1
+    patience : int, default=5
+    standardize : bool, default=True
+    seed : int, default=0
+        Seeds weights, dropout, shuffling and the inner split: the same seed
+        and data give the same model.
+
+    Attributes
+    ----------
+    classes_, n_features_in_, coef_ (n_classes, n_features) and intercept_ in
+    raw feature units, scaler_, n_epochs_ (epochs run), best_epoch_ (1-based),
+    history_ (dict of per-epoch losses/metrics).
+    """
+
+    reg_param = "l2"
+    default_grid = np.logspace(-6, -1, 10)
+    stronger_when_larger = True
+
+    def __init__(self, l2=1e-3, dropout=0.0, label_smoothing=0.0, optimizer="adam",
+                 learning_rate=0.005, epochs=100, batch_size=512,
+                 early_stopping=True, validation_fraction=0.1, patience=5,
+                 standardize=True, seed=0):
+        self.l2 = l2
+        self.dropout = dropout
+        self.label_smoothing = label_smoothing
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.standardize = standardize
+        self.seed = seed
+
+    def fit(self, X, y):
+        """Train on ``X`` (n_samples, n_features) and labels ``y``; return self."""
+        self._fit_path_sorted(X, y, [self.l2], targets=[self])
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes)."""
+        from sklearn.utils.validation import check_is_fitted, validate_data
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        z = X @ self.coef_.T.astype(X.dtype) + self.intercept_
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Predicted class labels."""
+        proba = self.predict_proba(X)  # checks fitted state first
+        return self.classes_[proba.argmax(axis=1)]
+
+    def to_keras(self):
+        """A Keras model computing ``predict_proba`` on raw features."""
+        import keras
+        model = keras.Sequential([keras.Input((self.n_features_in_,)),
+                                  keras.layers.Dense(len(self.classes_),
+                                                     activation="softmax")])
+        model.layers[-1].set_weights([self.coef_.T.astype("float32"),
+                                      self.intercept_.astype("float32")])
+        return model
+
+    def _check_params(self):
+        check_positive(self.l2, "l2", allow_zero=True)
+        for name in ("dropout", "label_smoothing", "validation_fraction"):
+            value = getattr(self, name)
+            check_positive(value, name, allow_zero=True)
+            if value >= 1:
+                raise HeadInputError(f"{name} must be in [0, 1), got {value!r}")
+        check_choice(self.optimizer, "optimizer", _OPTIMIZERS)
+        for name in ("learning_rate", "epochs", "batch_size", "patience"):
+            check_positive(getattr(self, name), name)
+
+    def _fit_path_sorted(self, X, y, values, targets=None):
+        """Fit each value from the same seeded start, reusing one Keras graph.
+
+        Early-stopped SGD depends on its starting point, so warm starts would
+        break the fit_path equivalence (same result as a fresh fit); instead
+        the standardisation, the inner split and the compiled model are
+        shared across values.
+        """
+        self._check_params()
+        Xs, y_enc, scaler = prepare_fit(self, X, y, self.standardize)
+        if targets is None:
+            targets = [self._with_value(v) for v in values]
+        k = len(self.classes_)
+        tr, va = _inner_split(self, y_enc)
+        onehot = np.eye(k, dtype=np.float32)[y_enc]
+        val_xy = (Xs[va], onehot[va]) if len(va) else None
+        with _TRAINERS_LOCK:
+            trainer = _get_trainer(self, Xs.shape[1], k)
+            fits = [trainer.train(self, (Xs[tr], onehot[tr]), val_xy, float(l2))
+                    for l2 in values]
+        for est, (W, b, history) in zip(targets, fits):
+            est.classes_ = self.classes_
+            est.n_features_in_ = self.n_features_in_
+            if hasattr(self, "feature_names_in_"):
+                est.feature_names_in_ = self.feature_names_in_
+            est.scaler_ = scaler
+            Wr, br = fold_scaler(W.astype(np.float64), b.astype(np.float64), scaler)
+            est.coef_, est.intercept_ = Wr.T.copy(), br
+            est.history_ = history
+            est.n_epochs_ = len(history["loss"])
+            losses = history.get("val_loss", history["loss"])
+            est.best_epoch_ = int(np.argmin(losses)) + 1
+        return targets
+
+
+def _inner_split(head, y_enc):
+    """Indices (train, val) of the early-stopping split; val may be empty."""
+    n = len(y_enc)
+    idx = np.arange(n)
+    if not head.early_stopping or head.validation_fraction == 0:
+        return idx, idx[:0]
+    from sklearn.model_selection import train_test_split
+    n_val = max(1, int(round(head.validation_fraction * n)))
+    k = len(np.unique(y_enc))
+    can_stratify = np.bincount(y_enc).min() >= 2 and k <= n_val <= n - k
+    if n - n_val < 1:
+        return idx, idx[:0]
+    return train_test_split(idx, test_size=n_val, random_state=head.seed,
+                            stratify=y_enc if can_stratify else None)
+
+
+_TRAINERS = {}  # compiled models reused across fits: tracing costs ~1 s each
+_TRAINERS_LOCK = threading.Lock()  # one fit at a time per process (shared models)
+
+
+def _get_trainer(head, d, k):
+    """A cached :class:`_KerasTrainer` for this architecture and optimiser."""
+    key = (d, k, head.dropout, head.optimizer, float(head.learning_rate),
+           head.label_smoothing, head.seed)
+    if key not in _TRAINERS:
+        if len(_TRAINERS) >= 8:
+            _TRAINERS.pop(next(iter(_TRAINERS)))
+        _TRAINERS[key] = _KerasTrainer(head, d, k)
+    return _TRAINERS[key]
+
+
+class _KerasTrainer:
+    """One compiled Keras model, reset to the same seeded state for every fit.
+
+    Re-using the compiled model skips Keras' per-model tracing; restoring
+    every model and optimizer variable (weights, moments, step counter,
+    dropout RNG state) makes each fit identical to one on a fresh model.
+    """
+
+    def __init__(self, head, d, k):
+        import keras
+        self.keras = keras
+        with _seeded(head.seed):
+            self.l2_var = keras.Variable(0.0, trainable=False, name="l2")
+            self.model = self._build(head, d, k)
+            opt = keras.optimizers.get({"class_name": head.optimizer,
+                                        "config": {"learning_rate":
+                                                   head.learning_rate}})
+            loss = keras.losses.CategoricalCrossentropy(
+                label_smoothing=head.label_smoothing)
+            self.model.compile(optimizer=opt, loss=loss)
+            opt.build(self.model.trainable_variables)
+        self.state = [v.numpy() for v in self._variables()]
+
+    def _variables(self):
+        return list(self.model.variables) + list(self.model.optimizer.variables)
+
+    def _build(self, head, d, k):
+        keras, l2_var = self.keras, self.l2_var
+        layers = [keras.Input((d,))]
+        if head.dropout > 0:
+            layers.append(keras.layers.Dropout(head.dropout, seed=head.seed))
+        def weight_decay(w):  # a variable, not a float: one graph serves every l2
+            return l2_var * keras.ops.sum(keras.ops.square(w))
+
+        layers.append(keras.layers.Dense(
+            k, activation="softmax", kernel_regularizer=weight_decay,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=head.seed)))
+        return keras.Sequential(layers)
+
+    def train(self, head, train_xy, val_xy, l2):
+        """Train from the seeded initial state; return (W, b, history)."""
+        import tensorflow as tf
+        keras = self.keras
+        for var, value in zip(self._variables(), self.state):
+            var.assign(value)
+        self.l2_var.assign(l2)
+        X, Y = (tf.constant(a) for a in train_xy)
+
+        def rows(i):
+            return tf.gather(X, i), tf.gather(Y, i)
+        # shuffle row indices, not rows: refilling a buffer of feature rows
+        # every epoch cost more than the training step itself
+        data = (tf.data.Dataset.range(len(train_xy[0]))
+                .shuffle(len(train_xy[0]), seed=head.seed)
+                .batch(head.batch_size).map(rows).prefetch(2))
+        callbacks = []
+        if val_xy is not None:
+            callbacks = [_val_loss_callback(val_xy), keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=head.patience,
+                restore_best_weights=True)]
+        with _seeded(head.seed):
+            hist = self.model.fit(data, epochs=head.epochs, callbacks=callbacks,
+                                  shuffle=False, verbose=0)
+        W, b = self.model.layers[-1].get_weights()
+        history = {key: [float(v) for v in vals]
+                   for key, vals in hist.history.items()}
+        return W, b, history
+
+
+def _val_loss_callback(val_xy):
+    """Keras callback adding ``val_loss``/``val_accuracy`` to the epoch logs.
+
+    Keras' own validation pass costs more per epoch than training this layer;
+    a (n_val, d) x (d, k) product in numpy is near free. The loss is plain
+    cross-entropy (no label smoothing or penalty), the quantity to stop on.
+    """
+    import keras
+
+    class ValLoss(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            W, b = self.model.layers[-1].get_weights()
+            X, Y = val_xy
+            z = X @ W + b
+            z -= z.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            logs["val_loss"] = float(-np.mean(np.sum(Y * logp, axis=1)))
+            logs["val_accuracy"] = float(np.mean(z.argmax(1) == Y.argmax(1)))
+
+    return ValLoss()
+
+
+class _seeded:
+    """Seed Keras/TF/numpy/random for a block, restoring numpy/random after."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def __enter__(self):
+        import keras
+        self.np_state, self.py_state = np.random.get_state(), random.getstate()
+        keras.utils.set_random_seed(int(self.seed))
+
+    def __exit__(self, *exc):
+        np.random.set_state(self.np_state)
+        random.setstate(self.py_state)

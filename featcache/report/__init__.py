@@ -1,0 +1,10 @@
+"""Reports of evaluation results: plain-text tables, PNG plots, HTML.
+
+- :mod:`featcache.report.tables`: ``format_cv``, ``format_comparison``,
+  ``format_sweep``, ``format_curve`` (strings the CLI prints), ``pm``, ``render``.
+- :mod:`featcache.report.plots`: ``plot_regularisation_path``,
+  ``plot_confusion_matrix``, ``plot_learning_curve`` (PNG files).
+- :mod:`featcache.report.html`: the diagnose report.
+
+Sub-modules are imported explicitly, so reading tables never imports matplotlib.
+"""

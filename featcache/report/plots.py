@@ -1,0 +1,116 @@
+"""PNG plots of evaluation results: regularisation path, confusion matrix, learning curve.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (Agg canvas),
+so nothing here touches pyplot's global state or needs a display. Bands show
+± one standard deviation across folds.
+"""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+_TRAIN, _VAL = "tab:orange", "tab:blue"
+
+
+def _band(ax, x, rows, color, label):
+    """Mean line of ``rows`` (n_points, n_splits) with a ± std band."""
+    rows = np.asarray(rows, dtype=float)
+    mean = np.nanmean(rows, axis=1)
+    std = np.nanstd(rows, axis=1, ddof=1) if rows.shape[1] > 1 else np.zeros_like(mean)
+    ax.plot(x, mean, "o-", color=color, label=label, ms=3)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_regularisation_path(result, path) -> Path:
+    """Train and validation score against regularisation strength, one panel per head.
+
+    Parameters
+    ----------
+    result : featcache.evaluate.SweepResult
+    path : str or Path of the PNG to write.
+
+    Returns
+    -------
+    Path of the written PNG.
+    """
+    heads = list(result.heads.values())
+    fig = Figure(figsize=(4.2 * len(heads), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(heads), squeeze=False)[0]
+    for ax, h in zip(axes, heads):
+        x = np.asarray(h.grid, dtype=float)
+        order = np.argsort(x)
+        _band(ax, x[order], h.scores["train_accuracy"][order], _TRAIN, "train accuracy")
+        _band(ax, x[order], h.scores[result.metric][order], _VAL, f"validation {result.metric}")
+        ax.axvline(h.best_value, color="grey", ls=":", lw=1,
+                   label=f"best {h.param}={h.best_value:.3g}")
+        ax.set_xscale("log")
+        stronger = "right" if h.stronger_when_larger else "left"
+        ax.set_xlabel(f"{h.param} (stronger regularisation to the {stronger})"
+                      if h.stronger_when_larger is not None else h.param)
+        ax.set_title(h.name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("score (mean ± std over folds)")
+    fig.suptitle(f"Regularisation path, {result.plan.description}", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(confusion, class_names, path, title: str = "") -> Path:
+    """Confusion matrix (rows: true class, columns: predicted), counts summed over folds.
+
+    Cells are coloured by the row-normalised rate, so small classes stay
+    readable; counts are printed when there are at most 20 classes.
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = np.asarray(confusion)
+    k = len(class_names)
+    size = max(4.0, 0.45 * k + 2)
+    fig = Figure(figsize=(size, size * 0.9), layout="constrained")
+    ax = fig.subplots()
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    disp = ConfusionMatrixDisplay(rates, display_labels=list(class_names))
+    disp.plot(ax=ax, cmap="Blues", colorbar=True, include_values=False,
+              xticks_rotation="vertical" if k > 6 else "horizontal")
+    disp.im_.set_clim(0, 1)
+    if k <= 20:
+        for (i, j), n in np.ndenumerate(cm):
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    disp.im_.colorbar.set_label("fraction of the true class")
+    title = title or "Confusion matrix\nout-of-fold counts, summed over folds"
+    width = max(30, int(9 * size))  # characters that fit above the matrix
+    ax.set_title("\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in title.split("\n")), fontsize=9)
+    return _save(fig, path)
+
+
+def plot_learning_curve(result, path) -> Path:
+    """Train and validation score against the number of training rows.
+
+    Parameters
+    ----------
+    result : featcache.evaluate.CurveResult
+    path : str or Path of the PNG to write.
+    """
+    fig = Figure(figsize=(5.2, 3.8), layout="constrained")
+    ax = fig.subplots()
+    n = np.asarray(result.n_train)
+    _band(ax, n, result.train, _TRAIN, f"train {result.metric}")
+    _band(ax, n, result.val, _VAL, f"validation {result.metric}")
+    ax.set_xlabel("training rows per fold")
+    ax.set_ylabel(f"{result.metric} (mean ± std over folds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Learning curve: {result.head}; tail: {result.gain_per_doubling:+.3f} "
+                 "per doubling of data", fontsize=9)
+    return _save(fig, path)
