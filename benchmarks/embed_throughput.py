@@ -95,6 +95,8 @@ def run_keras(folder: Path, out: Path):
 
 
 def run_featcache(folder: Path, out: Path):
+    import tensorflow  # noqa: F401  imported before the clock starts, as in run_keras
+
     import featcache
     from featcache.backbones import get_backbone
     start = time.perf_counter()
