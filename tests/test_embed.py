@@ -167,6 +167,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["embed", "{tmp}/missing", "-o", "{tmp}/c.h5"], "does not exist"),
     (["embed", "{tmp}/single", "-o", "{tmp}/c.h5"], "single class"),
+    (["embed", "{tmp}/empty", "-o", "{tmp}/c.h5"], "no class sub-folders"),
     (["embed", "{tmp}/data", "-o", "{tmp}/c.h5", "--backbone", "resnet9000"], "unknown backbone"),
     (["embed", "{tmp}/data", "-o", "/proc/no/c.h5"], "cannot write cache"),
     (["embed", "{tmp}/data", "-o", "{tmp}/c.h5", "--weights", "{tmp}/nope.h5"], "does not exist"),
@@ -178,6 +179,7 @@ def test_cli_user_mistakes_one_line_no_traceback(tmp_path, args, message):
     from featcache.cli import cli
     write_images(tmp_path / "data", {"a": 1, "b": 1})
     write_images(tmp_path / "single", {"a": 1})
+    (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output
