@@ -141,8 +141,10 @@ def cache_info(cache_path) -> dict:
                 "failures": [{"path": p, "reason": r} for p, _, r in read_failures(g)],
                 "feature_bytes": int(g["features"].id.get_storage_size()),
             })
+        from featcache.journal import pending_batches
         return {"path": str(path), "schema_version": int(f.attrs["schema_version"]),
-                "file_bytes": path.stat().st_size, "entries": entries}
+                "file_bytes": path.stat().st_size, "entries": entries,
+                "interrupted": pending_batches(path)}
 
 
 class EntryWriter:

@@ -40,11 +40,22 @@ def writer_lock(cache_path):
         fh.close()
         raise FeatcacheError(f"another featcache process is writing {path} (lock {lock_path}); "
                              "wait for it to finish") from None
+    for stale in path.parent.glob(path.name + ".tmp-*"):
+        stale.unlink()  # a rewrite killed before its rename; we hold the lock, so nobody owns it
     try:
         yield
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def pending_batches(cache_path) -> dict:
+    """Entry key -> number of batches an interrupted run left behind."""
+    path = Path(cache_path)
+    root = path.with_name(path.name + ".partial")
+    if not root.is_dir():
+        return {}
+    return {d.name: len(list(d.glob("seg-*.npz"))) for d in sorted(root.iterdir()) if d.is_dir()}
 
 
 class Journal:

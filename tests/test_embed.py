@@ -301,3 +301,31 @@ def test_foreign_file_at_output_is_never_overwritten(tmp_path, mobilenet):
     with pytest.raises(FeatcacheError, match="precious.h5 is not a readable HDF5 file"):
         featcache.embed(tmp_path / "data", target, backbone=mobilenet, progress=False)
     assert target.read_bytes() == b"my thesis, not a cache"
+
+
+def test_failed_commit_loses_nothing_and_rerun_resumes(tmp_path, mobilenet, monkeypatch):
+    import featcache.embedding as embedding
+    from click.testing import CliRunner
+
+    from featcache.cli import cli
+    data, cache = tmp_path / "data", tmp_path / "c.h5"
+    write_images(data, {"a": 3, "b": 3})
+    featcache.embed(data, cache, backbone=mobilenet, progress=False)
+    before = cache.read_bytes()
+    write_images(data, {"b": 5}, seed=3)  # 3 changed, 2 new
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(embedding, "write_failures", disk_full)  # dies inside the rewrite
+    with pytest.raises(OSError):
+        featcache.embed(data, cache, backbone=mobilenet, batch_size=2, progress=False)
+    assert cache.read_bytes() == before and not list(tmp_path.glob("c.h5.tmp-*"))
+    assert "interrupted embed run left 3 batch(es)" in CliRunner().invoke(cli, ["info", str(cache)]).output
+
+    monkeypatch.undo()
+    (tmp_path / "c.h5.tmp-99999").write_bytes(b"left by a writer killed mid-rewrite")
+    bb, calls = _counting(mobilenet)
+    s = featcache.embed(data, cache, backbone=bb, progress=False)
+    assert not calls and s.cached == 8 and len(featcache.load_features(cache)) == 8
+    assert not list(tmp_path.glob("c.h5.tmp-*"))
+    assert "interrupted" not in CliRunner().invoke(cli, ["info", str(cache)]).output

@@ -39,6 +39,9 @@ def info(cache):
     report = cache_info(cache)
     click.echo(f"{report['path']}: schema {report['schema_version']}, {_mb(report['file_bytes'])}, "
                f"{len(report['entries'])} backbone entr{'y' if len(report['entries']) == 1 else 'ies'}")
+    for key, batches in report["interrupted"].items():
+        click.echo(f"note: an interrupted embed run left {batches} batch(es) for {key}; "
+                   "re-run the same `featcache embed` command to finish it")
     for e in report["entries"]:
         spec = e["spec"]
         click.echo(f"\n[{e['key']}] {spec.get('name')} weights={spec.get('weights')} "
