@@ -83,6 +83,9 @@ def diagnose(features, head: str = "logreg", *, out_dir=None, folds: int = 5, se
     rep = audit(features, threshold=threshold, validation_split=validation_split,
                 keras_seed=keras_seed, folds=folds, seed=seed, source=source)
     groups = rep.groups if rep.summary["n_near_duplicate_groups"] else None
+    unusable = _unusable_grouping(groups, features.y, folds)
+    if unusable:
+        groups = None
     sw = sweep(features, head, grids=grid, folds=folds, seed=seed, group_by=groups,
                metric=metric, progress=progress)
     name = sw.best
@@ -92,7 +95,7 @@ def diagnose(features, head: str = "logreg", *, out_dir=None, folds: int = 5, se
            if groups is not None else None)
     cur = learning_curve(features, head, folds=folds, seed=seed, group_by=groups,
                          head_params=best, metric=metric, progress=progress)
-    numbers = {"leakage": _leak_numbers(rep, cmp, name, metric),
+    numbers = {"leakage": {**_leak_numbers(rep, cmp, name, metric), "grouping_unusable": unusable},
                "regularisation": _gap_numbers(sw.heads[name], metric),
                "learning_curve": _curve_numbers(cur),
                "per_class": _class_numbers(sw.best_confusion(), features.class_names),
@@ -110,6 +113,19 @@ def diagnose_cache(cache_path, backbone: str | None = None, **kwargs) -> Diagnos
     features = load_features(cache_path, backbone)
     return diagnose(features, source={"cache": str(cache_path), "backbone": features.backbone},
                     **kwargs)
+
+
+def _unusable_grouping(groups, y, folds) -> str | None:
+    """Why near-duplicate groups cannot drive grouped CV here, or None when they can."""
+    if groups is None:
+        return None
+    ids, sizes = np.unique(groups, return_counts=True)
+    if sizes.max() * 2 > len(groups):
+        return (f"one near-duplicate group holds {sizes.max()} of {len(groups)} images, so the "
+                "threshold is too low for these features (pass --threshold)")
+    if len(ids) < folds:
+        return f"only {len(ids)} near-duplicate groups, too few for {folds} grouped folds"
+    return None
 
 
 def _mean_std(values) -> tuple:
@@ -176,7 +192,10 @@ def _leak_sentences(leak, metric) -> list:
     if leak["n_label_conflicts"]:
         out.append(f"{leak['n_label_conflicts']} image(s) sit in two class folders at once "
                    "(label conflicts): fix them first.")
-    if "inflation" in leak and leak["inflation"] >= LEAK_MARGIN:
+    if leak.get("grouping_unusable"):
+        out.append(f"Could not test for leakage with grouped splits: {leak['grouping_unusable']}. "
+                   "The numbers below use random splits and may be optimistic.")
+    elif "inflation" in leak and leak["inflation"] >= LEAK_MARGIN:
         out.append(f"Leakage inflates the score: {metric} is {leak['random_mean']:.3f} with random "
                    f"splits but {leak['grouped_mean']:.3f} when near-duplicate images stay on one "
                    f"side of the split ({leak['inflation']:+.3f}). Part of what looks like "
@@ -192,7 +211,7 @@ def _leak_sentences(leak, metric) -> list:
                    f"(threshold {leak['threshold']:.4g}, {leak['threshold_source']}).")
     frac = leak["keras_flow_val_fraction_with_train_duplicate"]
     tail = (f"; {frac:.0%} of them have a near-duplicate in training, so its score is "
-            "optimistic too" if frac > 0.05 else "")
+            "optimistic too" if frac > 0.05 and not leak.get("grouping_unusable") else "")
     out.append("A Keras ImageDataGenerator validation_split validates on the first files of "
                f"each class in name order, not on a random sample{tail}.")
     return out

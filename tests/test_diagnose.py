@@ -77,3 +77,14 @@ def test_diagnose_cli(tmp_path):
     assert (out / "report.html").is_file() and (out / "leakage.png").is_file()
     bad = CliRunner().invoke(cli, ["diagnose", str(cache), "--grid", "a,b", "--out", str(out)])
     assert bad.exit_code != 0 and "--grid" in bad.output
+
+
+def test_degenerate_grouping_falls_back_to_random_splits_and_says_so():
+    """Random-weight features are all alike: one 'group' must not break the report."""
+    feats = clean(n=120, d=32)
+    common = 1e3 * np.ones(feats.X.shape[1], np.float32)  # every cosine similarity > 0.999
+    feats = Features(feats.X + common, feats.y, feats.paths, feats.class_names, feats.sha256)
+    diag = diagnose(feats, "logreg", grid=[0.01, 1])
+    assert "near-duplicate group" in diag.numbers["leakage"]["grouping_unusable"]
+    assert diag.conclusion[0].startswith("Could not test for leakage with grouped splits")
+    assert "group" not in diag.numbers["splits"]

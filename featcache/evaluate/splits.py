@@ -267,9 +267,10 @@ def _source(label):
 def _grouped_splits(X, y, groups, folds, repeats, seed, label):
     n_groups = len(np.unique(groups))
     if n_groups < folds:
-        raise FeatcacheError(f"--group-by {_source(label)} gives only {n_groups} groups, too few for "
-                             f"{folds}-fold grouped cross-validation; use --folds {max(2, n_groups)}"
-                             " or fewer")
+        fix = (f"use --folds {n_groups} or fewer" if n_groups >= 2 else
+               "check the grouping" + (" (raise --threshold)" if label == NEAR_DUPLICATES else ""))
+        raise FeatcacheError(f"--group-by {_source(label)} gives only {n_groups} group{'s' * (n_groups != 1)}, too few "
+                             f"for {folds}-fold grouped cross-validation; {fix}")
     splits = []
     for r in range(repeats):  # sklearn has no repeated StratifiedGroupKFold
         splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed + r)
