@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import threading
@@ -154,8 +155,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert 3 <= len(list(partial.glob("*/seg-*.npz"))) < 10
     assert not victim.exists() or h5py.File(victim, "r")  # a killed writer leaves no broken file
 
+    done_before = 8 * len(list(partial.glob("*/seg-*.npz")))
     out, err = _cli("embed", data, "-o", victim, *args).communicate(timeout=300)
-    assert "already cached 0" in out or "already cached" in out, err
+    embedded, cached = map(int, re.search(r"embedded (\d+).*already cached (\d+)", out).groups())
+    assert cached == done_before and embedded == 80 - done_before, out  # resumed, not restarted
     assert ref.communicate(timeout=300)[0]
     a, b = featcache.load_features(tmp_path / "ref.h5"), featcache.load_features(victim)
     assert len(b) == 80 and len(set(b.paths)) == 80
