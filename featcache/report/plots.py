@@ -114,3 +114,38 @@ def plot_learning_curve(result, path) -> Path:
     ax.set_title(f"Learning curve: {result.head}; tail: {result.gain_per_doubling:+.3f} "
                  "per doubling of data", fontsize=9)
     return _save(fig, path)
+
+
+def plot_leakage(rep, leak, path, metric="accuracy") -> Path:
+    """Nearest-neighbour similarity histogram with the threshold, and random vs grouped score."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax, bx = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    if rep.nn_similarity is not None:
+        dist = np.clip(1.0 - rep.nn_similarity.astype(float), 1e-6, 2.0)
+        lo, hi = max(float(dist.min()) / 2, 1e-6), min(float(dist.max()) * 2, 2.0)
+        ax.hist(dist, bins=np.logspace(np.log10(lo), np.log10(hi), 60), color="tab:blue")
+        ax.axvline(max(1.0 - leak["threshold"], 1e-6), color="tab:red", ls="--",
+                   label=f"threshold: cosine {leak['threshold']:.4g} ({leak['threshold_source']})")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("cosine distance to nearest neighbour (1 - similarity); left of the line: "
+                  "near-duplicates", fontsize=8)
+    ax.set_ylabel("images")
+    ax.set_title(f"{leak['n_images_in_near_duplicate_groups']} images in "
+                 f"{leak['n_near_duplicate_groups']} near-duplicate groups", fontsize=9)
+    if "random_mean" in leak:
+        means = [leak["random_mean"], leak["grouped_mean"]]
+        bx.bar(["random splits", "grouped splits"], means, yerr=[leak["random_std"],
+               leak["grouped_std"]], color=["tab:orange", "tab:blue"], capsize=6)
+        for i, m in enumerate(means):
+            bx.text(i, 0.04, f"{m:.3f}", ha="center", color="white", fontsize=10)
+        bx.set_ylim(0, 1.05)
+        bx.set_ylabel(f"validation {metric} (mean ± std)")
+        bx.set_title(f"random splits overstate by {leak['inflation']:+.3f}", fontsize=9)
+    else:
+        why = leak.get("grouping_unusable")
+        text = ("grouped splits not usable:\n" + "\n".join(textwrap.wrap(why, 40)) if why
+                else "no near-duplicate groups:\nrandom splits are honest")
+        bx.text(0.5, 0.5, text, ha="center", va="center", transform=bx.transAxes, fontsize=8)
+        bx.set_axis_off()
+    return _save(fig, path)
