@@ -12,6 +12,7 @@ import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -44,6 +45,11 @@ class Scan:
     class_names: list[str]
     files: list[ImageFile]
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (rel, sha256, reason)
+
+    @cached_property
+    def rows(self) -> frozenset:
+        """``(rel, sha256)`` of every image: the identity of a cache row."""
+        return frozenset((f.rel, f.sha256) for f in self.files)
 
 
 def _needs_pil(data: bytes, im: Image.Image) -> bool:

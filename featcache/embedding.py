@@ -91,7 +91,7 @@ def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: 
 
 def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal: Journal) -> None:
     """Merge kept old rows and the journal into a fresh file that replaces the cache."""
-    current = {(f.rel, f.sha256) for f in scan.files}
+    current = scan.rows
     written, failures = set(), {}
 
     def add(writer, X, paths, sha):
@@ -122,8 +122,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
 
 def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
     """Failures worth keeping: this scan's non-images, and decode failures of current files."""
-    current = {(f.rel, f.sha256) for f in scan.files}
-    kept = {row: r for row, r in failures.items() if row in current and row not in written}
+    kept = {row: r for row, r in failures.items() if row in scan.rows and row not in written}
     kept.update({(p, s): r for p, s, r in scan.failures})
     return [(p, s, r) for (p, s), r in sorted(kept.items())]
 
@@ -181,7 +180,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         t0 = time.perf_counter()
         n_failed = _run(bb, todo, journal, batch_size, progress)
         run_seconds = time.perf_counter() - t0
-        current = {(f.rel, f.sha256) for f in scan.files}
+        current = scan.rows
         removed = len(old.rows - current)
         old_fail = {(p, s): r for p, s, r in old.failures}
         unchanged = (not todo and not resumed and not removed and old.class_names == scan.class_names

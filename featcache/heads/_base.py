@@ -178,6 +178,14 @@ class LinearDecisionMixin:
         self._fit_path_sorted(X, y, [getattr(self, self.reg_param)], targets=[self])
         return self
 
+    def _start_path(self, X, y, values, targets):
+        """Check parameters, standardise once, and name one estimator per value."""
+        self._check_params()
+        Xs, y_enc, scaler = prepare_fit(self, X, y, self.standardize)
+        if targets is None:
+            targets = [self._with_value(v) for v in values]
+        return Xs, y_enc, scaler, targets
+
     def _store_fit(self, est, W, b, n_iter, scaler):
         """Give ``est`` what this fit learned, with coefficients in raw feature units."""
         from featcache.heads._linear import fold_scaler

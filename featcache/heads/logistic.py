@@ -8,7 +8,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from featcache.heads._base import (HeadInputError, LinearDecisionMixin,
                                    PathHeadMixin, blas_limit, check_choice,
-                                   check_positive, prepare_fit)
+                                   check_positive)
 from featcache.heads._linear import linear_path, multinomial_loss_grad
 
 _PENALTIES = {"l2", "l1", "elasticnet"}
@@ -92,11 +92,8 @@ class LogisticHead(LinearDecisionMixin, PathHeadMixin):
 
     def _fit_path_sorted(self, X, y, values, targets=None):
         """Fit ``values`` in order (strongest first), warm-starting each."""
-        self._check_params()
         with blas_limit(self.blas_threads):
-            Xs, y_enc, scaler = prepare_fit(self, X, y, self.standardize)
-            if targets is None:
-                targets = [self._with_value(v) for v in values]
+            Xs, y_enc, scaler, targets = self._start_path(X, y, values, targets)
             solve = self._lbfgs_path if self.penalty == "l2" else self._saga_path
             for est, (W, b, n_iter) in zip(targets, solve(Xs, y_enc, values)):
                 self._store_fit(est, W, b, n_iter, scaler)

@@ -5,8 +5,7 @@ import numpy as np
 from sklearn.utils.metaestimators import available_if
 
 from featcache.heads._base import (HeadInputError, LinearDecisionMixin,
-                                   PathHeadMixin, blas_limit, check_positive,
-                                   prepare_fit)
+                                   PathHeadMixin, blas_limit, check_positive)
 from featcache.heads._linear import linear_path, squared_hinge_loss_grad
 
 
@@ -86,11 +85,8 @@ class LinearSVMHead(LinearDecisionMixin, PathHeadMixin):
                                  f"got {self.calibration_folds!r}")
 
     def _fit_path_sorted(self, X, y, values, targets=None):
-        self._check_params()
         with blas_limit(self.blas_threads):
-            Xs, y_enc, scaler = prepare_fit(self, X, y, self.standardize)
-            if targets is None:
-                targets = [self._with_value(v) for v in values]
+            Xs, y_enc, scaler, targets = self._start_path(X, y, values, targets)
             calibrators = [None] * len(values)
             if self.probability:
                 calibrators = self._calibrators(Xs, y_enc, values)
