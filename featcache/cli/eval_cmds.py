@@ -37,6 +37,24 @@ def _split_options(f):
     return click.argument("cache", type=click.Path(dir_okay=False))(f)
 
 
+def _tuning_options(f):
+    """``--nested``, ``--inner-folds`` and ``--class-weight`` for cv and sweep."""
+    f = click.option("--class-weight", "class_weight", default=None,
+                     type=click.Choice(["balanced"]),
+                     help="Weight classes inversely to their frequency in each training fold.")(f)
+    f = click.option("--inner-folds", default=3, show_default=True, type=int,
+                     help="Folds of the inner CV of --nested.")(f)
+    return click.option("--nested", is_flag=True,
+                        help="Choose C per head inside each outer fold (inner CV on its training "
+                             "rows only) and report that unbiased score next to the optimistic "
+                             "best-of-sweep score.")(f)
+
+
+def _weights(class_weight):
+    """Head parameters for --class-weight (none when not given)."""
+    return {"class_weight": class_weight} if class_weight else {}
+
+
 def _load(cache, backbone):
     from featcache.cache import load_features
     return load_features(cache, backbone=backbone)
@@ -78,19 +96,28 @@ def _grids(values):
               help="logreg, svm or softmax; comma-separate several for a paired comparison.")
 @click.option("--C", "--reg", "reg", default=None, type=float,
               help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
+@_tuning_options
 @_split_options
-def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_out):
+def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_out, nested,
+       inner_folds, class_weight):
     """Cross-validate heads on CACHE: per-fold scores, mean ± std and 95% intervals.
 
     With --group-by near-duplicates the score under random splits and under
-    grouped splits is shown side by side, with which one to believe.
+    grouped splits is shown side by side, with which one to believe. With
+    --nested, C is chosen inside each outer fold from the head's default grid.
     """
-    from featcache.evaluate import compare_random_grouped, cross_validate_heads
+    from featcache.evaluate import compare_random_grouped, cross_validate_heads, nested_cv
     from featcache.report.tables import format_comparison, format_cv
+    if nested and reg is not None:
+        raise FeatcacheError("--C and --nested exclude each other: --nested chooses C inside "
+                             "each outer fold")
     features = _load(cache, backbone)
     kw = dict(folds=folds, repeats=repeats, seed=seed, metric=metric, progress=None,
-              head_params={"reg": reg})
-    if group_by == "near-duplicates":
+              head_params={"reg": reg, **_weights(class_weight)})
+    if nested:
+        res = nested_cv(features, head, group_by=group_by, inner_folds=inner_folds, **kw)
+        click.echo(res.summary())
+    elif group_by == "near-duplicates":
         res = compare_random_grouped(features, head, group_by=group_by, **kw)
         click.echo(format_cv(res.grouped))
         click.echo("")
@@ -122,16 +149,26 @@ def _grouping_note(features, folds, repeats, group_by, seed, plan):
                    "(repeatable). Default: each head's own 10-value log grid.")
 @click.option("--plots", "plots_dir", default=None, type=click.Path(file_okay=False),
               help="Directory for regularisation_path.png and confusion_matrix.png.")
+@_tuning_options
 @_split_options
 def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric, backbone,
-          json_out):
-    """Sweep each head's regularisation strength on CACHE, all heads on the same splits."""
+          json_out, nested, inner_folds, class_weight):
+    """Sweep each head's regularisation strength on CACHE, all heads on the same splits.
+
+    With --nested, each outer fold also re-runs the sweep on its training rows
+    only, giving an unbiased score of "sweep, then train" next to the best of the sweep.
+    """
+    from featcache.evaluate import nested_cv
     from featcache.evaluate import sweep as run_sweep
     from featcache.report.tables import format_sweep
     features = _load(cache, backbone)
-    res = run_sweep(features, heads, grids=_grids(grid), folds=folds, repeats=repeats,
-                    group_by=group_by, seed=seed, metric=metric, progress=None)
+    kw = dict(grids=_grids(grid), folds=folds, repeats=repeats, group_by=group_by, seed=seed,
+              metric=metric, progress=None, head_params=_weights(class_weight) or None)
+    nest = nested_cv(features, heads, inner_folds=inner_folds, **kw) if nested else None
+    res = nest.sweep if nested else run_sweep(features, heads, **kw)
     click.echo(format_sweep(res))
+    if nest:
+        click.echo("\n" + nest.summary())
     note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
     if note:
         click.echo(note)
@@ -145,7 +182,8 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
                                    "out-of-fold counts, summed over folds")
         click.echo(f"plots written: {p1}, {p2}")
     if json_out:
-        _write_json(json_out, "sweep", features, cache, res.to_dict())
+        extra = {"nested": nest.to_dict()} if nest else {}
+        _write_json(json_out, "sweep", features, cache, {**res.to_dict(), **extra})
 
 
 @cli.command()

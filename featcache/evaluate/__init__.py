@@ -8,6 +8,8 @@ Public API (imported lazily, so ``import featcache.evaluate.neardup`` stays chea
 - :func:`sweep` -> :class:`SweepResult`: regularisation sweep of every head.
 - :func:`learning_curve` -> :class:`CurveResult`: score vs training fraction.
 - :func:`summarize`, :func:`corrected_ttest`, :func:`compare_to_best`: fold statistics.
+- :func:`nested_cv` -> :class:`NestedResult`: C tuned inside each outer fold.
+- :func:`evaluate_predictions` -> :class:`HeldoutReport`: held-out metrics with intervals.
 - :func:`groups_from_paths`, :func:`straddling_groups`: group helpers.
 """
 from importlib import import_module
@@ -21,6 +23,8 @@ _EXPORTS = {
     "SweepResult": "sweeps", "HeadSweep": "sweeps", "sweep": "sweeps",
     "CurveResult": "curve", "learning_curve": "curve",
     "METRICS": "metrics",
+    "NestedResult": "nested", "HeadNested": "nested", "nested_cv": "nested",
+    "HeldoutReport": "heldout", "evaluate_predictions": "heldout",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,213 @@
+"""Nested cross-validation: an unbiased estimate of "sweep C, then train".
+
+The best score of a sweep is optimistic: the same validation folds choose the
+setting and then score it. Nested CV repeats the whole tuning inside each
+outer fold (an inner CV on that fold's training rows only) and scores the
+chosen setting on the outer validation fold, which took no part in the choice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import sklearn
+from sklearn.base import clone
+
+from featcache.errors import FeatcacheError
+from featcache.evaluate._heads import resolve_heads
+from featcache.evaluate.cv import one_blas_thread, progress_bar
+from featcache.evaluate.metrics import BOUNDS, SCORE_METRICS, fold_scores
+from featcache.evaluate.splits import SplitPlan, as_features, make_splits
+from featcache.evaluate.stats import compare_to_best, summarize
+from featcache.evaluate.sweeps import SWEEP_KEYS, SweepResult, sweep
+
+EXPLANATION = ("Best of sweep is optimistic: the same validation folds both chose the setting "
+               "and scored it, so it keeps the luckiest of the grid's settings; the nested score "
+               "comes from outer folds that took no part in the choice.")
+
+
+@dataclass
+class HeadNested:
+    """Nested-CV result of one head.
+
+    Attributes
+    ----------
+    name, param : str, the head and its tuned parameter (e.g. ``"C"``).
+    grid : list of float, the values the inner CV chose from.
+    chosen : list of float, the value chosen in each outer fold.
+    folds : dict metric -> list of float, outer-fold scores (``SWEEP_KEYS``).
+    summary : dict metric -> dict(mean, std, ci_low, ci_high, n), Nadeau-Bengio
+        corrected intervals as everywhere in featcache.
+    best_of_sweep : dict, summary of the ranking metric at the best setting of
+        a plain sweep on the same outer splits (the optimistic number).
+    best_value : float, that best setting.
+    """
+
+    name: str
+    param: str
+    grid: list
+    chosen: list
+    folds: dict
+    summary: dict
+    best_of_sweep: dict
+    best_value: float
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "param": self.param, "grid": list(self.grid),
+                "chosen": [float(c) for c in self.chosen],
+                "folds": {k: [_num(v) for v in vals] for k, vals in self.folds.items()},
+                "summary": {k: _plain(s) for k, s in self.summary.items()},
+                "best_of_sweep": {"value": float(self.best_value), **_plain(self.best_of_sweep)}}
+
+
+@dataclass
+class NestedResult:
+    """Nested CV of several heads on one shared set of outer splits.
+
+    Attributes
+    ----------
+    heads : dict name -> HeadNested
+    plan : SplitPlan, the outer splits (the inner ones follow the same rules).
+    inner_folds : int
+    class_names : list of str
+    metric : str, the metric that chooses the setting and ranks heads.
+    sweep : SweepResult, the plain sweep on the outer splits (best-of-sweep numbers).
+    comparison : dict, :func:`compare_to_best` on the nested outer scores.
+    explanation : str, why best-of-sweep is optimistic.
+    """
+
+    heads: dict
+    plan: SplitPlan
+    inner_folds: int
+    class_names: list
+    metric: str
+    sweep: SweepResult
+    comparison: dict = field(default_factory=dict)
+    explanation: str = EXPLANATION
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "outer_splits": self.plan.to_dict(),
+                "inner_folds": self.inner_folds, "class_names": list(self.class_names),
+                "heads": {k: h.to_dict() for k, h in self.heads.items()},
+                "comparison": _plain(self.comparison), "explanation": self.explanation}
+
+    def summary(self) -> str:
+        """Text table: nested score and interval next to best of sweep, and the chosen values."""
+        from featcache.report.tables import format_tests, interval, pm, render
+        m = self.metric
+        rows = []
+        for name, h in self.heads.items():
+            nested, best = h.summary[m], h.best_of_sweep
+            rows.append([name, pm(nested), interval(nested),
+                         f"{pm(best)} ({h.param}={h.best_value:.3g})",
+                         f"{best['mean'] - nested['mean']:+.3f}",
+                         ", ".join(f"{c:.3g}" for c in h.chosen)])
+        header = ["head", f"nested {m}", "95% CI", "best of sweep", "optimism",
+                  "chosen per outer fold"]
+        lines = [f"nested CV: outer {self.plan.description}; setting chosen in each outer fold "
+                 f"by an inner {self.inner_folds}-fold CV on its training rows only",
+                 render(header, rows)]
+        lines += format_tests(self.comparison, f"nested {m}")
+        return "\n".join(lines + [self.explanation])
+
+
+def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: int = 3,
+              repeats: int = 1, group_by=None, metric: str = "accuracy", seed: int = 0,
+              head_params: dict | None = None, param: str | None = None,
+              progress=False) -> NestedResult:
+    """Nested CV: tune each head's regularisation inside every outer fold.
+
+    Parameters
+    ----------
+    data : Features or (X, y)
+    heads : str, estimator, list of those, or dict name -> estimator
+    grids : None, sequence of float, or dict name -> sequence
+        The values to choose from, as in :func:`featcache.evaluate.sweep`.
+    folds, repeats, group_by, seed
+        Outer splits, as in :func:`featcache.evaluate.make_splits`.
+    inner_folds : int, default 3
+        Folds of the inner CV, run on each outer fold's training rows only,
+        stratified and seeded like the outer one, and grouped by the same
+        groups when ``group_by`` is given.
+    metric : str, default "accuracy"
+        Chooses the setting (inner CV) and ranks heads.
+    head_params : dict, optional
+        Extra constructor parameters for heads given by name (e.g.
+        ``{"class_weight": "balanced"}``).
+    param : str, optional
+        Parameter to tune for plain sklearn estimators.
+    progress : bool or None
+
+    Returns
+    -------
+    NestedResult
+    """
+    if metric not in SCORE_METRICS:
+        raise FeatcacheError(f"metric must be one of {', '.join(SCORE_METRICS)}, got {metric!r}")
+    features = as_features(data)
+    plan = make_splits(features, folds, repeats, group_by, seed)
+    ests = resolve_heads(heads, head_params, seed)
+    outer = sweep(features, ests, grids=grids, cv=plan.splits, metric=metric, param=param)
+    outer.plan = plan  # same splits; keep the real description
+    per_fold = []
+    with progress_bar(plan.n_splits, "nested", progress) as bar:
+        for j in range(plan.n_splits):
+            per_fold.append(_outer_fold(features, ests, plan, j, grids, inner_folds, seed,
+                                        metric, param))
+            bar.update()
+    out = {name: _head_result(name, outer.heads[name], [f[name] for f in per_fold], plan, metric)
+           for name in ests}
+    comparison = compare_to_best({k: h.folds[metric] for k, h in out.items()},
+                                 plan.n_train, plan.n_test)
+    return NestedResult(out, plan, int(inner_folds), list(features.class_names), metric, outer,
+                        comparison)
+
+
+def _outer_fold(features, ests, plan, j, grids, inner_folds, seed, metric, param):
+    """Tune on the outer training rows, refit each head there, score on the outer fold."""
+    tr, te = plan.splits[j]
+    groups = None if plan.groups is None else plan.groups[tr]
+    try:
+        inner = sweep(features.subset(tr), ests, grids=grids, folds=inner_folds,
+                      group_by=groups, seed=seed, metric=metric, param=param)
+    except FeatcacheError as exc:
+        raise FeatcacheError(f"nested CV, outer fold {j + 1}: the inner {inner_folds}-fold CV "
+                             f"on its {len(tr)} training rows is impossible ({exc}); use fewer "
+                             "inner folds (inner_folds=, --inner-folds) or fewer outer folds"
+                             ) from None
+    X, y, K = features.X, features.y, len(features.class_names)
+    out = {}
+    with one_blas_thread(), sklearn.config_context(assume_finite=True):
+        for name, est in ests.items():
+            h = inner.heads[name]
+            model = clone(est).set_params(**{h.param: h.best_value}).fit(X[tr], y[tr])
+            scores, _ = fold_scores(model, X[tr], y[tr], X[te], y[te], K)
+            out[name] = (h.best_value, scores)
+    return out
+
+
+def _head_result(name, swept, fold_results, plan, metric):
+    folds = {k: [s[k] for _, s in fold_results] for k in SWEEP_KEYS}
+    summary = {k: summarize(folds[k], plan.n_train, plan.n_test, bounds=BOUNDS.get(k))
+               for k in SWEEP_KEYS}
+    best = swept.summary(metric, plan.n_train, plan.n_test)[swept.best_index]
+    return HeadNested(name, swept.param, list(swept.grid), [c for c, _ in fold_results], folds,
+                      summary, best, swept.best_value)
+
+
+def _num(v):
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def _plain(obj):
+    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return _num(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
