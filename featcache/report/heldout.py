@@ -68,8 +68,9 @@ def plot_reliability(report, path) -> Path:
     ax.bar(lo, acc, width=hi - lo, align="edge", color="tab:blue", edgecolor="white",
            label="accuracy in bin")
     filled = count > 0
-    ax.plot(conf[filled], acc[filled], "o", color="tab:orange", ms=4,
-            label="mean confidence in bin")
+    ax.bar(lo[filled], (conf - acc)[filled], bottom=acc[filled], width=(hi - lo)[filled],
+           align="edge", color="tab:red", alpha=0.35, edgecolor="tab:red",
+           label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
@@ -88,10 +89,10 @@ def plot_reliability(report, path) -> Path:
 def render_report_html(report, confusion_png, reliability_png) -> str:
     """The self-contained HTML page of a held-out report."""
     names = ("accuracy", "balanced accuracy", "macro-F1")
-    rows = [[label, v[0], f"[{v[1]:.3f}, {v[2]:.3f}]"]
+    rows = [[label, f"{v[0]:.3f}", f"[{v[1]:.3f}, {v[2]:.3f}]"]
             for label, v in zip(names, (report.accuracy, report.balanced_accuracy,
                                         report.f1_macro))]
-    per = [[c, "undefined (no test image)" if not np.isfinite(r) else float(r), int(s)]
+    per = [[c, "undefined (no test image)" if not np.isfinite(r) else f"{r:.3f}", int(s)]
            for c, r, s in zip(report.class_names, report.recall, report.support)]
     sections = [
         Section("Metrics", report.notes(), [(["metric", "value", "95% CI"], rows),
@@ -105,7 +106,9 @@ def render_report_html(report, confusion_png, reliability_png) -> str:
     acc = report.accuracy
     conclusion = [f"Accuracy on {report.n} held-out images: {acc[0]:.3f} "
                   f"(95% CI {acc[1]:.3f} to {acc[2]:.3f}); {len(report.misclassified)} "
-                  "misclassified."]
+                  "misclassified.",
+                  f"Balanced accuracy {report.balanced_accuracy[0]:.3f}, macro-F1 "
+                  f"{report.f1_macro[0]:.3f}, expected calibration error {report.ece:.3f}."]
     page = render_html("Held-out evaluation", conclusion, sections,
                        f"{len(report.class_names)} classes, {report.n} test images")
     return page.replace("</body>", misclassified_html(report.misclassified) + "</body>", 1)
@@ -130,7 +133,13 @@ def _figure(m) -> str:
            else f"<div>(no thumbnail: {html.escape(why)})</div>")
     return (f"<figure>{img}<figcaption>true: <b>{html.escape(m.true)}</b><br>"
             f"predicted: <b>{html.escape(m.predicted)}</b> ({m.prob:.2f})<br>"
-            f"<span class=\"path\">{html.escape(Path(m.path).name)}</span></figcaption></figure>")
+            f"<span class=\"path\" title=\"{html.escape(m.path)}\">{html.escape(_short(m.path))}"
+            "</span></figcaption></figure>")
+
+
+def _short(path) -> str:
+    """The last two path components (class folder and file name)."""
+    return "/".join(Path(path).parts[-2:])
 
 
 def thumbnail_uri(path, size: int = THUMB_PX):
