@@ -190,3 +190,15 @@ def test_thumbnail_gallery_is_capped_with_a_note(image_report):
     assert part.count("<figure>") == 2
     assert "Showing the 2 most confident of 4 misclassified images" in part
     assert "No misclassified images" in misclassified_html([])
+
+
+def test_bootstrap_is_stratified_by_class():
+    """Class 0 always right, class 1 always wrong: with every class's count kept in each
+    replicate, every replicate scores the same (a plain bootstrap would vary)."""
+    y = np.repeat([0, 1], [30, 10])
+    probs = np.tile([0.9, 0.1], (40, 1))
+    rep = evaluate_predictions(y, probs, ["a", "b"], ["p"] * 40, n_boot=300)
+    assert rep.accuracy == pytest.approx((0.75, 0.75, 0.75))
+    assert rep.balanced_accuracy == pytest.approx((0.5, 0.5, 0.5))
+    f1 = 2 * 30 / (2 * 30 + 10) / 2
+    assert rep.f1_macro == pytest.approx((f1, f1, f1))

@@ -175,8 +175,23 @@ def metrics_from_confusion(cm) -> dict:
     ``f1_score(average="macro")`` on the same labels.
     """
     cm = np.asarray(cm, dtype=float)
-    tp = np.diagonal(cm, axis1=-2, axis2=-1)
-    true_n, pred_n = cm.sum(axis=-1), cm.sum(axis=-2)
+    return metrics_from_counts(np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(axis=-1),
+                               cm.sum(axis=-2))
+
+
+def metrics_from_counts(tp, true_n, pred_n) -> dict:
+    """Accuracy, balanced accuracy and macro-F1 from per-class counts.
+
+    Parameters
+    ----------
+    tp, true_n, pred_n : arrays (..., K): correct predictions, true images
+        and predictions per class.
+
+    Returns
+    -------
+    dict metric -> float array of shape ``tp.shape[:-1]`` (see :func:`metrics_from_confusion`).
+    """
+    tp, true_n, pred_n = (np.asarray(a, dtype=float) for a in (tp, true_n, pred_n))
     present = true_n > 0  # sklearn's balanced accuracy: classes in y_true
     labelled = present | (pred_n > 0)  # sklearn's macro-F1: classes in y_true or y_pred
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -219,18 +234,21 @@ def _confusion(y, pred, K):
 
 
 def _bootstrap(y, pred, K, n_boot, seed, chunk=200):
-    """Metric arrays (n_boot,) over class-stratified resamples of the images."""
+    """Metric arrays (n_boot,) over class-stratified resamples of the images.
+
+    Per-class counts (not K x K matrices) keep memory at ``chunk * (n + K)``.
+    """
     rng = np.random.default_rng(seed)
-    codes = y * K + pred
-    by_class = [codes[y == c] for c in range(K) if np.any(y == c)]
+    true_n = np.bincount(y, minlength=K)  # fixed by the stratification
+    members = [np.flatnonzero(y == c) for c in range(K) if true_n[c]]
     out = {m: [] for m in METRIC_NAMES}
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
-        drawn = np.concatenate([c[rng.integers(0, len(c), (b, len(c)))] for c in by_class],
-                               axis=1)
-        flat = drawn + (np.arange(b) * K * K)[:, None]
-        cms = np.bincount(flat.ravel(), minlength=b * K * K).reshape(b, K, K)
-        for m, v in metrics_from_confusion(cms).items():
+        idx = np.concatenate([m[rng.integers(0, len(m), (b, len(m)))] for m in members], axis=1)
+        offset = (np.arange(b) * K)[:, None]
+        counts = [np.bincount((v + offset).ravel(), w, minlength=b * K).reshape(b, K)
+                  for v, w in ((pred[idx], None), (y[idx], (pred[idx] == y[idx]).ravel()))]
+        for m, v in metrics_from_counts(counts[1], true_n, counts[0]).items():
             out[m].append(v)
     return {m: np.concatenate(v) for m, v in out.items()}
 
