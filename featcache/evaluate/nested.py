@@ -21,7 +21,7 @@ from featcache.evaluate.splits import SplitPlan, as_features, make_splits
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.sweeps import SWEEP_KEYS, SweepResult, sweep
 
-EXPLANATION = ("Best of sweep is optimistic: the same validation folds both chose the setting "
+EXPLANATION = ("Best of sweep is optimistic on average: the same validation folds both chose the setting "
                "and scored it, so it keeps the luckiest of the grid's settings; the nested score "
                "comes from outer folds that took no part in the choice.")
 
