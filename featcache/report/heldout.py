@@ -46,8 +46,7 @@ def write_heldout_report(report, out_dir) -> list:
     out.mkdir(parents=True, exist_ok=True)
     cm_png = plot_confusion_matrix(report.confusion, report.class_names,
                                    out / "confusion_matrix.png",
-                                   f"Held-out test set, {report.n} images\n"
-                                   "counts; colour: fraction of the true class")
+                                   f"Held-out test set: counts of {report.n} images")
     rel_png = plot_reliability(report, out / "reliability.png")
     js = out / "report.json"
     js.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
