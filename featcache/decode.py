@@ -8,6 +8,8 @@ are decoded by PIL instead, then resized the same way.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -54,7 +56,7 @@ def image_dataset(paths, use_pil, size: int, batch_size: int):
         return tf.ensure_shape(img, [None, None, 3])
 
     def pil_decode(path):
-        img = tf.numpy_function(lambda p: pil_rgb(p.decode()), [path], tf.uint8, stateful=False)
+        img = tf.numpy_function(lambda p: pil_rgb(os.fsdecode(p)), [path], tf.uint8, stateful=False)
         return tf.ensure_shape(img, [None, None, 3])
 
     def load(path, pil, i):
