@@ -202,7 +202,8 @@ def _load_hub(handle: str):
             message = (f"could not download TF Hub module {handle} ({exc}). Offline? Download "
                        "it once and pass the local SavedModel directory as backbone=DIR")
         else:
-            message = f"could not load TF Hub module {handle} ({exc}): check the handle given as backbone=..."
+            message = (f"could not load TF Hub module {handle} ({exc}): check the handle "
+                       "given as backbone=...")
         raise FeatcacheError(message) from None
 
 

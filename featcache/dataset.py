@@ -54,11 +54,20 @@ class Scan:
     files: list[ImageFile]
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (rel, sha256, reason)
     notes: list[str] = field(default_factory=list)  # things Keras would skip silently
+    unlisted: list[str] = field(default_factory=list)  # folders that could not be listed
 
     @cached_property
     def rows(self) -> frozenset:
         """``(rel, sha256)`` of every image: the identity of a cache row."""
         return frozenset((f.rel, f.sha256) for f in self.files)
+
+    def unseen(self, rows) -> set:
+        """The ``(rel, sha256)`` rows under a folder this scan could not list.
+
+        They were not seen, but are not known to be gone either: a cache keeps them.
+        """
+        prefixes = tuple(f"{d}/" for d in self.unlisted)
+        return {row for row in rows if prefixes and row[0].startswith(prefixes)}
 
 
 def _bmp_tf_safe(data: bytes) -> bool:
@@ -220,4 +229,4 @@ def scan_folder(data_dir, workers: int = 4, progress: bool = True) -> Scan:
     notes = _root_images(root, entries)
     for note in notes:
         logger.warning(note)
-    return Scan(root, classes, files, failures, notes)
+    return Scan(root, classes, files, failures, notes, [p for p, _, _ in unlisted])

@@ -10,11 +10,12 @@ import struct
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import write_images
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import featcache
-from conftest import write_images
 from featcache.cache import cache_info
 from featcache.dataset import inspect_file, scan_folder
 from featcache.decode import image_dataset
@@ -179,32 +180,39 @@ def test_decoded_pixels_equal_pillows_for_any_bmp_png_gif(tmp_path, kind, side, 
 
 # --- backbones: fallbacks log what happened and catch only what they expect ---------------
 
-def test_freeze_fallback_logs_and_other_errors_propagate(monkeypatch, caplog):
+def test_freeze_fallback_logs_and_other_errors_propagate(tmp_path, monkeypatch, caplog):
     import tensorflow as tf
     from tensorflow.python.framework import convert_to_constants
 
-    from featcache.backbones import load_hub_backbone  # noqa: F401  (module import for patching)
-    import featcache.backbones as backbones
+    from featcache.backbones import load_hub_backbone
 
-    fn = tf.function(lambda x: x * 2.0, input_signature=[tf.TensorSpec([None], tf.float32)])
+    class Tiny(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reduce_mean(x, axis=[1, 2]) * 2.0
+
+    tf.saved_model.save(Tiny(), str(tmp_path / "tiny"))
 
     def cannot(*a, **k):
         raise ValueError("Cannot convert a resource op")
     monkeypatch.setattr(convert_to_constants, "convert_variables_to_constants_v2", cannot)
     with caplog.at_level(logging.INFO, logger="featcache.backbones"):
-        assert backbones._freeze(fn) is fn
+        bb = load_hub_backbone(str(tmp_path / "tiny"), image_size=4)
     assert "could not freeze" in caplog.text and "Cannot convert a resource op" in caplog.text
+    x = np.full((1, 4, 4, 3), 51.0, np.float32)
+    np.testing.assert_allclose(bb.fn(x).numpy(), [[0.4, 0.4, 0.4]], rtol=1e-6)
 
     def bug(*a, **k):
         raise RuntimeError("a bug, not an exotic graph")
     monkeypatch.setattr(convert_to_constants, "convert_variables_to_constants_v2", bug)
     with pytest.raises(RuntimeError, match="a bug"):
-        backbones._freeze(fn)
+        load_hub_backbone(str(tmp_path / "tiny"), image_size=4)
 
 
 def test_imagenet_failure_that_is_not_network_is_not_called_offline(monkeypatch):
-    import keras
     from urllib.error import URLError
+
+    import keras
 
     from featcache.backbones import get_backbone
 
@@ -226,8 +234,9 @@ def test_imagenet_failure_that_is_not_network_is_not_called_offline(monkeypatch)
 
 
 def test_hub_errors_each_have_their_message(tmp_path, monkeypatch):
-    import tensorflow_hub as hub
     from urllib.error import HTTPError, URLError
+
+    import tensorflow_hub as hub
 
     from featcache.backbones import load_hub_backbone
     (tmp_path / "notamodel").mkdir()
@@ -280,3 +289,33 @@ def test_cli_says_flags_and_surfaces_notes(tmp_path, mobilenet, monkeypatch):
         spec={"name": "other"}))
     r = CliRunner().invoke(cli, ["cv", str(tmp_path / "c.h5")])
     assert r.exit_code == 1 and "--backbone <key>" in r.output and "backbone=" not in r.output
+
+
+def test_rows_under_an_unlistable_folder_are_unseen_not_gone(tmp_path, monkeypatch):
+    write_images(tmp_path, {"a": 1, "b": 1, "c": 1})
+    (tmp_path / "b" / "sub").mkdir()
+    _deny(monkeypatch, tmp_path / "a", tmp_path / "b" / "sub")
+    scan = scan_folder(tmp_path, progress=False)
+    cached = {("a/x.jpg", "1"), ("a/deep/y.jpg", "2"), ("b/sub/z.jpg", "3"), ("b/subway.jpg", "4"),
+              ("c/img_000.jpg", "5"), ("ab/w.jpg", "6")}
+    assert scan.unlisted == ["a", "b/sub"]
+    assert scan.unseen(cached) == {("a/x.jpg", "1"), ("a/deep/y.jpg", "2"), ("b/sub/z.jpg", "3")}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.floats(0.05, 1), noise=st.binary(max_size=32),
+       fmt=st.sampled_from(["JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"]))
+def test_corrupt_file_that_passes_the_scan_never_stops_the_stream(tmp_path, cut, noise, fmt):
+    """A damaged file is decoded or dropped; the files around it always come through."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), "blue").save(buf, format=fmt)
+    data = buf.getvalue()
+    (tmp_path / "bad").write_bytes(data[: int(len(data) * cut)] + noise)
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "good.png")
+    bad, _ = inspect_file(tmp_path / "bad", "a/bad")
+    if bad is None:
+        return  # the scan already recorded it as a failure
+    paths = [str(tmp_path / "good.png"), bad.path, str(tmp_path / "good.png")]
+    got = [int(i) for _, idx in image_dataset(paths, [False, bad.use_pil, True], 8, 2)
+           for i in idx.numpy()]
+    assert got in ([0, 1, 2], [0, 2])
