@@ -30,6 +30,10 @@ def as_flags(message: str, flags: dict) -> str:
 class _Echo(logging.Handler):
     """Library warnings (skipped root images, fallbacks) as ``note:`` lines on stderr."""
 
+    def __init__(self, flags: dict):
+        super().__init__(logging.WARNING)
+        self.flags = flags
+
     def emit(self, record):
         click.echo(f"note: {as_flags(record.getMessage(), self.flags)}", err=True)
 
@@ -39,8 +43,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         flags = flag_names(self)
-        handler = _Echo(logging.WARNING)
-        handler.flags = flags
+        handler = _Echo(flags)
         log = logging.getLogger("featcache")
         log.addHandler(handler)
         try:
