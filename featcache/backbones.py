@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from featcache.errors import FeatcacheError
 
+logger = logging.getLogger(__name__)
+
 RESIZE = "bilinear"  # tf.image.resize default, as in image_dataset_from_directory
-DECODER = "tf.io.decode_image, PIL for EXIF/alpha/CMYK/16-bit/other formats; v1"
+# v2: PNG EXIF orientation and BMPs TF cannot decode (16-bit, RLE...) go through PIL.
+DECODER = "tf.io.decode_image, PIL for EXIF/alpha/CMYK/16-bit/other formats; v2"
 
 # name -> (keras.applications attribute, module holding preprocess_input, input size, dim)
 KERAS_BACKBONES = {
@@ -36,9 +40,13 @@ class BackboneSpec:
     feature_dim: int
     weights: str           # "imagenet", "none", a weights file, or the hub handle
     resize: str = RESIZE
+    seed: int | None = None  # weights="none" only: the seed of the random init
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["seed"] is None:
+            del d["seed"]  # keeps the fingerprints of seedless specs as they were
+        return d
 
 
 @dataclass(frozen=True)
@@ -77,13 +85,16 @@ def _freeze(fn) -> Callable:
     """Inline the weights as constants so grappler folds batch norm into the convolutions.
 
     Measured here: MobileNetV2's forward pass ran about 1.3x faster frozen, with
-    features equal to 3e-7 relative. Falls back to the plain function if freezing fails.
+    features equal to 3e-7 relative. Falls back to the plain function, and logs
+    why, when the graph cannot be converted (ops with resources, e.g. hash tables).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     try:
         frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-    except Exception:  # exotic SavedModels; the plain graph still gives the same features
+    except (ValueError, TypeError, LookupError, NotImplementedError, tf.errors.OpError) as exc:
+        logger.info("could not freeze the backbone graph (%s: %s); running it unfrozen: same "
+                    "features, about 1.3x slower", type(exc).__name__, exc)
         return fn
     return lambda x: frozen(tf.convert_to_tensor(x, tf.float32))[0]
 
@@ -97,9 +108,13 @@ def _build_keras(name: str, weights: str, seed: int):
         try:
             return ctor(weights="imagenet", **kwargs)
         except Exception as exc:  # Keras raises a bare Exception on a failed download
+            if not is_network_error(exc):
+                exc.add_note(f"featcache: while getting ImageNet weights for {name}")
+                raise
+            logger.debug("ImageNet weights for %s: download failed", name, exc_info=True)
             raise FeatcacheError(
                 f"could not get ImageNet weights for {name} ({exc}). Offline? Pass a local "
-                f"weights file with --weights PATH, or --weights none for random weights") from None
+                f"weights file with weights=PATH, or weights=none for random weights") from None
     keras.utils.set_random_seed(seed)  # random init must be reproducible for resume
     model = ctor(weights=None, **kwargs)
     if weights != "none":
@@ -108,7 +123,8 @@ def _build_keras(name: str, weights: str, seed: int):
             raise FeatcacheError(f"weights file {path} does not exist")
         try:
             model.load_weights(str(path))
-        except Exception as exc:
+        except (ValueError, OSError, KeyError, TypeError) as exc:  # wrong file, shapes or layers
+            logger.debug("loading %s into %s failed", path, name, exc_info=True)
             raise FeatcacheError(f"could not load weights from {path} into {name}: {exc}") from None
     return model
 
@@ -123,7 +139,8 @@ def load_keras_backbone(name: str, weights: str = "imagenet", seed: int = 0) -> 
     model.trainable = False
     preprocess = importlib.import_module(f"keras.applications.{module}").preprocess_input
     ident = weights if weights in ("imagenet", "none") else str(Path(weights).expanduser().resolve())
-    spec = BackboneSpec(name, "keras", size, f"keras:{module}.preprocess_input", dim, ident)
+    spec = BackboneSpec(name, "keras", size, f"keras:{module}.preprocess_input", dim, ident,
+                        seed=int(seed) if weights == "none" else None)
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     def fn(x):
@@ -148,17 +165,52 @@ def _hub_callable(obj, handle: str):
     raise FeatcacheError(f"{handle} is neither callable nor has a 'default'/'serving_default' signature")
 
 
-def load_hub_backbone(handle: str, image_size: int = 224) -> Backbone:
-    """A TF Hub handle or local SavedModel that maps [0, 1] RGB images to feature vectors."""
+def is_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a failed download or connection."""
+    import socket
+    from urllib.error import URLError
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (URLError, ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if str(exc).startswith("URL fetch failure"):  # keras.utils.get_file's bare Exception
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _load_hub(handle: str):
+    """``(local path, loaded object)`` for a handle, or a FeatcacheError saying what to do."""
+    from urllib.error import HTTPError
+
     import tensorflow as tf
     import tensorflow_hub as hub
     try:
         local = Path(hub.resolve(handle))
-        obj = hub.load(str(local))
-    except Exception as exc:
-        raise FeatcacheError(
-            f"could not load TF Hub module {handle} ({exc}). Offline? Download it once and "
-            "pass the local SavedModel directory as --backbone") from None
+        return local, hub.load(str(local))
+    except HTTPError as exc:
+        logger.debug("TF Hub module %s", handle, exc_info=True)
+        raise FeatcacheError(f"no TF Hub module at {handle} (HTTP {exc.code} {exc.reason}): "
+                             "check the handle given as backbone=...") from None
+    except (ValueError, OSError, tf.errors.OpError) as exc:  # bad handle, network, missing files
+        logger.debug("TF Hub module %s", handle, exc_info=True)
+        if "://" not in handle:
+            message = (f"{handle} is not a readable SavedModel directory ({exc}): pass "
+                       "backbone=DIR, a folder written by tf.saved_model.save")
+        elif is_network_error(exc):
+            message = (f"could not download TF Hub module {handle} ({exc}). Offline? Download "
+                       "it once and pass the local SavedModel directory as backbone=DIR")
+        else:
+            message = (f"could not load TF Hub module {handle} ({exc}): check the handle "
+                       "given as backbone=...")
+        raise FeatcacheError(message) from None
+
+
+def load_hub_backbone(handle: str, image_size: int = 224) -> Backbone:
+    """A TF Hub handle or local SavedModel that maps [0, 1] RGB images to feature vectors."""
+    import tensorflow as tf
+    local, obj = _load_hub(handle)
     call = _hub_callable(obj, handle)
     probe = call(tf.zeros([1, image_size, image_size, 3]))
     if len(probe.shape) != 2:
@@ -197,12 +249,12 @@ def get_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
     if backbone in KERAS_BACKBONES:
         if image_size not in (None, KERAS_BACKBONES[backbone][2]):
             raise FeatcacheError(f"{backbone} takes {KERAS_BACKBONES[backbone][2]} px images, "
-                                 f"not --image-size {image_size}")
+                                 f"not image_size={image_size}")
         return load_keras_backbone(backbone, weights or "imagenet", seed)
     if backbone.startswith(("http://", "https://", "gs://")) or Path(backbone).expanduser().is_dir():
         if weights not in (None, "imagenet"):
-            raise FeatcacheError("--weights applies to keras backbones only; a TF Hub module "
-                                 "or SavedModel carries its own weights")
+            raise FeatcacheError(f"weights={weights} applies to keras backbones only; a TF Hub "
+                                 "module or SavedModel carries its own weights")
         handle = backbone if "://" in backbone else str(Path(backbone).expanduser().resolve())
         return load_hub_backbone(handle, image_size or 224)
     raise FeatcacheError(f"unknown backbone {backbone!r}: choose {', '.join(KERAS_BACKBONES)}, "

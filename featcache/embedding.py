@@ -14,7 +14,7 @@ from featcache.cache import (EntryWriter, ROOT, _open_read, entry_attrs, entry_k
 from featcache.dataset import Scan, scan_folder
 from featcache.errors import FeatcacheError
 from featcache.journal import Journal, writer_lock
-from featcache.pipeline import explain_failure, image_dataset
+from featcache.decode import explain_failure, image_dataset
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import write_images
 from featcache.dataset import inspect_file, scan_folder
 from featcache.errors import FeatcacheError
-from featcache.pipeline import pil_rgb, to_rgb
+from featcache.decode import pil_rgb, to_rgb
 
 
 def test_classes_sorted_like_keras_and_recursive(tmp_path):

@@ -221,7 +221,7 @@ def test_weights_file_and_imagenet_offline(tmp_path, monkeypatch):
     def offline(*a, **k):
         raise Exception("URL fetch failure: [Errno -2] Name or service not known")
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
-    with pytest.raises(FeatcacheError, match="--weights PATH"):
+    with pytest.raises(FeatcacheError, match="weights=PATH"):
         get_backbone("mobilenet_v2", weights="imagenet")
 
 

@@ -24,7 +24,8 @@ def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed):
                   image_size=image_size, seed=seed)
     click.echo(str(summary))
     if summary.failed:
-        click.echo(f"{summary.failed} file(s) could not be embedded: `featcache info {cache}` lists why")
+        click.echo(f"{summary.failed} file(s) or folder(s) could not be embedded: "
+                   f"`featcache info {cache}` lists why")
 
 
 def _mb(n: int) -> str:

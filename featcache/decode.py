@@ -1,12 +1,15 @@
-"""tf.data input pipeline: parallel decode and resize, batching, prefetch.
+"""Decode and resize images for the backbone: a tf.data pipeline, PIL where TF falls short.
 
 Most files take Keras's own path (``tf.io.decode_image`` with 3 channels,
 ``expand_animations=False``, then ``tf.image.resize`` bilinear without
 antialiasing), so features match ``image_dataset_from_directory``. Files the
-scan flagged (EXIF rotation, alpha, CMYK, 16-bit, WebP and other formats)
-are decoded by PIL instead, then resized the same way.
+scan flagged (EXIF rotation in JPEG or PNG, alpha, CMYK, 16-bit, BMPs other
+than uncompressed 24/32-bit, WebP and other formats) are decoded by PIL
+instead, then resized the same way.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -45,7 +48,7 @@ def image_dataset(paths, use_pil, size: int, batch_size: int):
     """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
 
     Undecodable files are dropped from the stream; callers find them as gaps in
-    the row indices (see :func:`featcache.embed.embed`).
+    the row indices (see :func:`featcache.embedding.embed`).
     """
     import tensorflow as tf
 
@@ -54,7 +57,7 @@ def image_dataset(paths, use_pil, size: int, batch_size: int):
         return tf.ensure_shape(img, [None, None, 3])
 
     def pil_decode(path):
-        img = tf.numpy_function(lambda p: pil_rgb(p.decode()), [path], tf.uint8, stateful=False)
+        img = tf.numpy_function(lambda p: pil_rgb(os.fsdecode(p)), [path], tf.uint8, stateful=False)
         return tf.ensure_shape(img, [None, None, 3])
 
     def load(path, pil, i):
