@@ -12,7 +12,7 @@ from tqdm import tqdm
 from featcache.backbones import Backbone, get_backbone
 from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
 from featcache.cache.read import (EntryRows, damage_message, open_read, read_entry, read_failures,
-                                  read_paths)
+                                  read_paths, reading)
 from featcache.cache.write import EntryWriter, entry_attrs, rewrite, write_failures
 from featcache.dataset import Scan, scan_folder
 from featcache.errors import FeatcacheError
@@ -67,7 +67,7 @@ def _read_old(cache_path: Path, key: str) -> _Old:
     if not cache_path.exists():
         return _Old(set(), [], [])
     import json
-    with open_read(cache_path) as f:
+    with reading(cache_path) as f:
         if ROOT not in f or key not in f[ROOT]:
             return _Old(set(), [], [])
         g = f[ROOT][key]
@@ -192,6 +192,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     """
     if int(batch_size) < 1:
         raise FeatcacheError(f"--batch-size must be at least 1, got {batch_size}")
+    cache_path = Path(cache_path).expanduser()
     real = real_cache_path(cache_path)  # a symlink is written through, never replaced
     if real.is_dir():
         raise FeatcacheError(f"output {cache_path} is a directory; give a file name like cache.h5")

@@ -258,8 +258,9 @@ def test_lock_file_removed_on_release_and_save_features_takes_the_lock(tmp_path)
         with pytest.raises(FeatcacheError, match="another featcache process is writing"):
             save_features(cache, feats)
     assert not Path(f"{cache}.lock").exists()
-    save_features(cache, feats)
+    save_features(cache, feats, failures=[("a/caf\udce9.jpg", "0" * 64, "cannot decode")])
     assert not Path(f"{cache}.lock").exists()
+    assert featcache.cache_info(cache)["entries"][0]["failures"][0]["path"] == "a/caf\\udce9.jpg"
     np.testing.assert_array_equal(featcache.load_features(cache).X, feats.X)
 
 
@@ -294,3 +295,24 @@ def test_acquirer_of_an_unlinked_lock_file_retries(tmp_path, monkeypatch):
     finally:
         release.set()
         t.join()
+
+
+def test_journal_segment_synced_before_it_is_published(tmp_path, monkeypatch):
+    import os
+
+    from featcache.journal import Journal
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    journal = Journal(tmp_path / "c.h5", "k")
+    journal.write(np.ones((1, 3)), ["a/x.jpg"], ["0" * 64])
+    assert events == [("fsync", "seg-00000000.tmp"), ("replace", "seg-00000000.npz"), ("fsync", "k")]

@@ -134,6 +134,8 @@ def write_failures(group: h5py.Group, failures) -> None:
     """Store (path, sha256, reason) triples under ``failures/``."""
     fg = group.create_group("failures")
     paths, shas, reasons = (list(col) for col in zip(*failures)) if failures else ([], [], [])
+    # A file name that is not valid UTF-8 arrives with surrogates, which HDF5 cannot store.
+    paths = [p.encode("utf-8", "backslashreplace").decode("utf-8") for p in paths]
     fg.create_dataset("path", data=np.array(paths, dtype=object), dtype=STR)
     fg.create_dataset("sha256", data=np.array(shas, dtype="S64"))
     fg.create_dataset("reason", data=np.array(reasons, dtype=object), dtype=STR)
