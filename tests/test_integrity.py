@@ -316,3 +316,15 @@ def test_journal_segment_synced_before_it_is_published(tmp_path, monkeypatch):
     journal = Journal(tmp_path / "c.h5", "k")
     journal.write(np.ones((1, 3)), ["a/x.jpg"], ["0" * 64])
     assert events == [("fsync", "seg-00000000.tmp"), ("replace", "seg-00000000.npz"), ("fsync", "k")]
+
+
+def test_damaged_entry_attribute_is_one_line(tmp_path):
+    cache = tmp_path / "c.h5"
+    save_features(cache, Features(np.eye(2, dtype=np.float32), np.array([0, 1]),
+                                  np.array(["a/0", "b/1"]), ["a", "b"],
+                                  np.array(["0" * 64, "1" * 64]), spec={"name": "x"}))
+    with h5py.File(cache, "a") as f:
+        _entry(f).attrs["class_names"] = '["a", #'
+    with pytest.raises(FeatcacheError, match="c.h5 is damaged and cannot be read"):
+        featcache.load_features(cache)
+    assert "is damaged" in _one_line_cli("info", cache)

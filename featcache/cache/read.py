@@ -46,11 +46,12 @@ def open_read(cache_path) -> h5py.File:
 
 @contextmanager
 def reading(cache_path):
-    """``open_read`` plus: low-level HDF5 read errors become one line naming the cache."""
+    """``open_read`` plus: low-level read errors (HDF5, damaged JSON attributes) become one
+    line naming the cache."""
     with open_read(cache_path) as f:
         try:
             yield f
-        except OSError as exc:
+        except (OSError, json.JSONDecodeError) as exc:  # damaged chunks, heaps or attributes
             raise FeatcacheError(f"{cache_path} is damaged and cannot be read ({exc}); re-create it "
                                  "with `featcache embed` or restore a backup") from None
 
