@@ -1,16 +1,19 @@
 """Embed once: image folder -> frozen backbone -> HDF5 cache, resumable and incremental."""
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from featcache.backbones import Backbone, get_backbone
-from featcache.cache import (EntryWriter, ROOT, _open_read, entry_attrs, entry_key, read_failures,
-                             read_rows, rewrite, write_failures)
+from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
+from featcache.cache.read import (EntryRows, damage_message, open_read, read_entry, read_failures,
+                                  read_paths, reading)
+from featcache.cache.write import EntryWriter, entry_attrs, rewrite, write_failures
 from featcache.dataset import Scan, scan_folder
 from featcache.errors import FeatcacheError
 from featcache.journal import Journal, writer_lock
@@ -29,6 +32,8 @@ class EmbedSummary:
     removed: int       # rows dropped because their file was deleted or changed
     seconds: float     # whole call: scan, model load, embedding, commit
     embed_seconds: float = 0.0  # the backbone pass alone
+    healed: int = 0    # cached rows that failed their checksum, dropped and embedded again
+    discarded: tuple = ()  # damaged journal segments of an interrupted run, embedded again
 
     @property
     def images_per_second(self) -> float:
@@ -36,8 +41,14 @@ class EmbedSummary:
 
     def __str__(self) -> str:
         rate = f" ({self.images_per_second:.1f} images/s)" if self.embedded else ""
+        healed = f", healed {self.healed}" if self.healed else ""
+        journal = (f" (discarded {len(self.discarded)} damaged journal segment(s); their images "
+                   "were embedded again)" if self.discarded else "")
         return (f"{self.key}: embedded {self.embedded}{rate}, already cached {self.cached}, "
-                f"failed {self.failed}, removed {self.removed} -> {self.cache_path}")
+                f"failed {self.failed}, removed {self.removed}{healed} -> {self.cache_path}{journal}")
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,19 +59,33 @@ class _Old:
     failures: list
     class_names: list
     data_dir: str = ""
+    damaged: list = field(default_factory=list)  # row indices that failed verification
+    checked: bool = True  # False: a schema-1 entry, rewritten to gain checksums
 
 
 def _read_old(cache_path: Path, key: str) -> _Old:
     if not cache_path.exists():
         return _Old(set(), [], [])
     import json
-    with _open_read(cache_path) as f:
+    with reading(cache_path) as f:
         if ROOT not in f or key not in f[ROOT]:
             return _Old(set(), [], [])
         g = f[ROOT][key]
-        paths, sha, _ = read_rows(g)
-        return _Old(set(zip(paths.tolist(), sha.tolist())), read_failures(g),
-                    json.loads(g.attrs["class_names"]), str(g.attrs["data_dir"]))
+        rows = _read_rows(cache_path, key, g)
+        return _Old(rows.ok_rows(), read_failures(g), json.loads(g.attrs["class_names"]),
+                    str(g.attrs["data_dir"]), rows.damaged, rows.checked)
+
+
+def _read_rows(cache_path: Path, key: str, group) -> EntryRows:
+    """Verified rows of the entry; damage the embed cannot heal is one clear error."""
+    try:
+        rows = read_entry(group)
+    except OSError as exc:
+        raise FeatcacheError(f"{cache_path}: entry {key} cannot be read ({exc}); move the cache "
+                             "aside and re-run `featcache embed`") from None
+    if rows.damaged:
+        log.warning("%s; embedding them again", damage_message(cache_path, key, rows))
+    return rows
 
 
 def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: bool) -> int:
@@ -89,8 +114,12 @@ def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: 
     return n_failed + len(tail)
 
 
-def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal: Journal) -> None:
-    """Merge kept old rows and the journal into a fresh file that replaces the cache."""
+def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal: Journal,
+            damaged=()) -> None:
+    """Merge kept old rows and the journal into a fresh file that replaces the cache.
+
+    Old rows listed in ``damaged`` (failed verification) are left out.
+    """
     current = scan.rows
     written, failures = set(), {}
 
@@ -105,14 +134,15 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
                     feature_dim=backbone.spec.feature_dim)
         w = EntryWriter(g, backbone.spec.feature_dim, scan.class_names)
         if cache_path.exists():
-            with _open_read(cache_path) as f:
+            with open_read(cache_path) as f:
                 if key in f.get(ROOT, {}):
                     old = f[ROOT][key]
-                    paths, sha, _ = read_rows(old)
-                    for start in range(0, len(paths), 4096):
-                        stop = start + 4096
-                        add(w, old["features"][start:stop], paths[start:stop].tolist(),
-                            sha[start:stop].tolist())
+                    paths, sha = read_paths(old["paths"]), old["sha256"][:].astype(str).tolist()
+                    for i in damaged:
+                        paths[i] = None  # never matches a scanned file, so it is not copied
+                    for start in range(0, len(paths), BLOCK_ROWS):
+                        stop = start + BLOCK_ROWS
+                        add(w, old["features"][start:stop], paths[start:stop], sha[start:stop])
                     failures.update({(p, s): r for p, s, r in read_failures(old)})
         for X, paths, sha, fails in journal.read():
             add(w, X, paths, sha)
@@ -163,16 +193,17 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     if int(batch_size) < 1:
         raise FeatcacheError(f"--batch-size must be at least 1, got {batch_size}")
     cache_path = Path(cache_path).expanduser()
-    if cache_path.is_dir():
+    real = real_cache_path(cache_path)  # a symlink is written through, never replaced
+    if real.is_dir():
         raise FeatcacheError(f"output {cache_path} is a directory; give a file name like cache.h5")
     start = time.perf_counter()
     scan = scan_folder(data_dir, progress=progress)
-    with writer_lock(cache_path):  # first, so an unwritable output fails before the model loads
+    with writer_lock(real):  # first, so an unwritable output fails before the model loads
         bb = backbone if isinstance(backbone, Backbone) else get_backbone(backbone, weights,
                                                                           image_size, seed)
         key = entry_key(bb.spec.name, bb.fingerprint)
-        old = _read_old(cache_path, key)
-        journal = Journal(cache_path, key)
+        old = _read_old(real, key)
+        journal = Journal(real, key)
         done, journal_failures = journal.done()
         skip = old.rows | done | {(p, s) for p, s, _ in old.failures + journal_failures}
         todo = [f for f in scan.files if (f.rel, f.sha256) not in skip]
@@ -184,12 +215,13 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         removed = len(old.rows - current)
         old_fail = {(p, s): r for p, s, r in old.failures}
         unchanged = (not todo and not resumed and not removed and old.class_names == scan.class_names
-                     and old.data_dir == str(scan.root)
+                     and old.data_dir == str(scan.root) and old.checked and not old.damaged
                      and _target_failures(old_fail, scan) == sorted(old.failures))
         if not unchanged:
-            _commit(cache_path, key, bb, scan, journal)
+            _commit(real, key, bb, scan, journal, old.damaged)
         journal.clear()
     cached = sum(row in old.rows or row in done for row in current)
     return EmbedSummary(str(cache_path), key, len(todo) - n_failed, cached,
                         len(scan.files) - cached - (len(todo) - n_failed) + len(scan.failures),
-                        removed, time.perf_counter() - start, run_seconds)
+                        removed, time.perf_counter() - start, run_seconds, len(old.damaged),
+                        tuple(journal.discarded))

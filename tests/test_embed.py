@@ -320,7 +320,7 @@ def test_failed_commit_loses_nothing_and_rerun_resumes(tmp_path, mobilenet, monk
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(embedding, "write_failures", disk_full)  # dies inside the rewrite
-    with pytest.raises(OSError):
+    with pytest.raises(FeatcacheError, match="no space left on .*; nothing lost; free space"):
         featcache.embed(data, cache, backbone=mobilenet, batch_size=2, progress=False)
     assert cache.read_bytes() == before and not list(tmp_path.glob("c.h5.tmp-*"))
     assert "interrupted embed run left 3 batch(es)" in CliRunner().invoke(cli, ["info", str(cache)]).output

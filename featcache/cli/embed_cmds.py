@@ -36,10 +36,14 @@ def _mb(n: int) -> str:
 @click.argument("cache", type=click.Path(path_type=str))
 def info(cache):
     """Print a cache's backbones, counts per class, failures and sizes."""
-    from featcache.cache import cache_info
+    from featcache.cache.read import NO_CHECKSUMS, cache_info
     report = cache_info(cache)
-    click.echo(f"{report['path']}: schema {report['schema_version']}, {_mb(report['file_bytes'])}, "
-               f"{len(report['entries'])} backbone entr{'y' if len(report['entries']) == 1 else 'ies'}")
+    if not report["exists"]:
+        click.echo(f"{report['path']}: not written yet")
+    else:
+        n = len(report["entries"])
+        click.echo(f"{report['path']}: schema {report['schema_version']}, {_mb(report['file_bytes'])}, "
+                   f"{n} backbone entr{'y' if n == 1 else 'ies'}")
     for key, batches in report["interrupted"].items():
         click.echo(f"note: an interrupted embed run left {batches} batch(es) for {key}; "
                    "re-run the same `featcache embed` command to finish it")
@@ -49,6 +53,8 @@ def info(cache):
                    f"{spec.get('input_size')}px -> {e['feature_dim']}-d, {e['rows']} rows, "
                    f"features {_mb(e['feature_bytes'])}")
         click.echo(f"  data: {e['data_dir']}")
+        if not e["checksums"]:
+            click.echo(f"  note: {NO_CHECKSUMS}")
         width = max(map(len, e["class_counts"]), default=0)
         for name, count in e["class_counts"].items():
             click.echo(f"  {name:<{width}}  {count}")

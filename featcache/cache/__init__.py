@@ -1,0 +1,30 @@
+"""The HDF5 feature cache: layout, verified reading, and the write protocol.
+
+Layout (schema version 2), readable with h5py alone::
+
+    /                      attrs: schema_version, featcache_version
+    /backbones/<key>/      one entry per backbone fingerprint
+        attrs: spec (JSON), fingerprint, class_names (JSON), data_dir, feature_dim
+        features  float32 (n, d)
+        paths     utf-8 str (n,)   relative to the data folder, '/'-separated
+        labels    int32 (n,)       index into class_names (Keras order)
+        sha256    ascii (n,)       hex digest of the file's bytes
+        checksum  uint32 (n,)      CRC-32 of the row: features bytes (float32, little
+                                   endian), then "label NUL path NUL sha256" in UTF-8
+        failures/ path, sha256, reason   files that could not be embedded
+
+Schema 1 (featcache 0.1.0) is the same without ``checksum``; such entries read
+unverified, and the next ``embed`` of the entry adds checksums.
+
+Rows are in insertion order; ``load_features`` sorts them by path. Every read
+(``load_features``, ``cache_info``, ``embed``) verifies the checksums; see
+:mod:`featcache.cache.read`. Writing: :mod:`featcache.cache.write`.
+"""
+from featcache.cache.layout import ROOT, SCHEMA_VERSION, entry_key, real_cache_path
+from featcache.cache.read import (EntryRows, cache_info, load_features, open_read, read_entry,
+                                  read_failures)
+from featcache.cache.write import save_features, writer_lock
+
+__all__ = ["ROOT", "SCHEMA_VERSION", "EntryRows", "cache_info", "entry_key", "load_features",
+           "open_read", "read_entry", "read_failures", "real_cache_path", "save_features",
+           "writer_lock"]

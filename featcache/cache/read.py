@@ -1,0 +1,221 @@
+"""Reading a cache: opening it safely, verifying row checksums, loading features, summaries."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from featcache.cache.layout import BLOCK_ROWS, ROOT, SCHEMA_VERSION, row_checksums
+from featcache.errors import FeatcacheError
+from featcache.features import Features
+
+NO_CHECKSUMS = "no checksums (written by an older featcache): re-run embed to add them"
+
+
+def _is_locked(exc: OSError) -> bool:
+    text = str(exc).lower()
+    return "unable to lock file" in text or "errno = 11" in text
+
+
+def open_read(cache_path) -> h5py.File:
+    """Open a cache read-only, with one clear error for each way that can fail."""
+    path = Path(cache_path)
+    if not path.is_file():
+        raise FeatcacheError(f"no cache file at {path}: run `featcache embed DATA_DIR -o {path}` first")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        if _is_locked(exc):
+            raise FeatcacheError(f"{path} is locked: another process has it open for writing "
+                                 "(HDF5 file lock); wait for it to finish or close it, then retry") from None
+        raise FeatcacheError(f"{path} is not a readable HDF5 file ({exc})") from None
+    version = f.attrs.get("schema_version")  # read before any close: the message needs it
+    if version is None:
+        f.close()
+        raise FeatcacheError(f"{path} is an HDF5 file but not a featcache cache (no schema_version)")
+    if int(version) > SCHEMA_VERSION:
+        f.close()
+        raise FeatcacheError(f"{path} uses cache schema {int(version)}; this featcache reads up to "
+                             f"{SCHEMA_VERSION}: upgrade featcache")
+    return f
+
+
+@contextmanager
+def reading(cache_path):
+    """``open_read`` plus: low-level read errors (HDF5, damaged JSON attributes) become one
+    line naming the cache."""
+    with open_read(cache_path) as f:
+        try:
+            yield f
+        except (OSError, json.JSONDecodeError) as exc:  # damaged chunks, heaps or attributes
+            raise FeatcacheError(f"{cache_path} is damaged and cannot be read ({exc}); re-create it "
+                                 "with `featcache embed` or restore a backup") from None
+
+
+def pick_entry(f: h5py.File, backbone: str | None, path) -> str:
+    """The entry key ``backbone`` names (a key or a backbone name); any key if only one."""
+    keys = sorted(f[ROOT]) if ROOT in f else []
+    if not keys:
+        raise FeatcacheError(f"{path} holds no features yet: run (or re-run) `featcache embed`")
+    if backbone is None:
+        if len(keys) == 1:
+            return keys[0]
+        raise FeatcacheError(f"{path} holds several backbones ({', '.join(keys)}): pass backbone=<key>")
+    if backbone in keys:
+        return backbone
+    named = [k for k in keys if json.loads(f[ROOT][k].attrs["spec"]).get("name") == backbone]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise FeatcacheError(f"{path} holds {len(named)} entries for {backbone!r} "
+                             f"({', '.join(named)}): pass the full key")
+    raise FeatcacheError(f"{path} has no backbone {backbone!r}; it holds: {', '.join(keys)}")
+
+
+def read_paths(ds: h5py.Dataset) -> list:
+    """Paths as a list of str; an entry HDF5 cannot read (damaged string heap) becomes None."""
+    out = []
+    for start in range(0, len(ds), BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, len(ds))
+        try:
+            out += ds.asstr()[start:stop].tolist()
+        except (OSError, UnicodeDecodeError):
+            out += [_read_one(ds, i) for i in range(start, stop)]
+    return out
+
+
+def _read_one(ds: h5py.Dataset, i: int):
+    try:
+        return ds.asstr()[i]
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class EntryRows:
+    """The per-row metadata of one entry, with the rows that failed verification."""
+
+    paths: list          # str, or None where unreadable
+    sha: np.ndarray
+    labels: np.ndarray
+    damaged: list        # row indices, ascending
+    checked: bool        # False for schema-1 entries, which carry no checksums
+
+    def ok_rows(self) -> set:
+        """(path, sha256) of every undamaged row."""
+        bad = set(self.damaged)
+        return {(p, s) for i, (p, s) in enumerate(zip(self.paths, self.sha.tolist())) if i not in bad}
+
+
+def read_entry(group: h5py.Group, X=None) -> EntryRows:
+    """Read an entry's rows and verify their checksums (features read in blocks unless given)."""
+    paths = read_paths(group["paths"])
+    sha, labels = group["sha256"][:].astype(str), group["labels"][:]
+    unreadable = [i for i, p in enumerate(paths) if p is None]
+    if "checksum" not in group:
+        return EntryRows(paths, sha, labels, unreadable, False)
+    stored, damaged = group["checksum"][:], set(unreadable)
+    n = len(paths)
+    if not (len(sha) == len(labels) == len(stored) == n == len(group["features"])):
+        raise OSError(f"entry {group.name} has datasets of different lengths")
+    for start in range(0, n, BLOCK_ROWS):
+        rows = slice(start, min(start + BLOCK_ROWS, n))
+        block = group["features"][rows] if X is None else X[rows]
+        got = row_checksums(block, labels[rows], paths[rows], sha[rows])
+        damaged.update((start + np.flatnonzero(got != stored[rows])).tolist())
+    return EntryRows(paths, sha, labels, sorted(damaged), True)
+
+
+def damage_message(cache_path, key: str, rows: EntryRows) -> str:
+    """One line naming the damaged rows (with their paths when readable) and what to do."""
+    named = [f"{i} ({rows.paths[i]})" if rows.paths[i] is not None else str(i)
+             for i in rows.damaged[:8]]
+    more = f" and {len(rows.damaged) - 8} more" if len(rows.damaged) > 8 else ""
+    return (f"{cache_path}: entry {key} has {len(rows.damaged)} damaged row(s) that fail their "
+            f"checksum: rows {', '.join(named)}{more}; re-run `featcache embed` on the data folder "
+            "to re-embed them")
+
+
+def _verified(cache_path, key: str, group: h5py.Group, X=None) -> EntryRows:
+    rows = read_entry(group, X)
+    if rows.damaged:
+        raise FeatcacheError(damage_message(cache_path, key, rows))
+    return rows
+
+
+def load_features(cache_path, backbone: str | None = None) -> Features:
+    """Load one backbone's features from a cache, verifying every row's checksum.
+
+    Parameters
+    ----------
+    cache_path : str or Path
+        The HDF5 file written by :func:`featcache.embed`.
+    backbone : str, optional
+        An entry key (``mobilenet_v2-1a2b3c4d5e6f``) or a backbone name.
+        Needed only when the cache holds several entries.
+
+    Returns
+    -------
+    Features
+        Rows sorted by relative path; ``X`` is float32 of shape (n, d).
+
+    Raises
+    ------
+    FeatcacheError
+        If the cache is missing, locked, of a newer schema, or has damaged rows
+        (the message names them; ``featcache embed`` re-embeds them).
+    """
+    with reading(cache_path) as f:
+        key = pick_entry(f, backbone, cache_path)
+        g = f[ROOT][key]
+        X = g["features"][:]
+        rows = _verified(cache_path, key, g, X)
+        paths = np.asarray(rows.paths, dtype=str)
+        order = np.argsort(paths, kind="stable")
+        return Features(X=X[order], y=rows.labels[order].astype(np.int64), paths=paths[order],
+                        class_names=json.loads(g.attrs["class_names"]), sha256=rows.sha[order],
+                        backbone=key, spec=json.loads(g.attrs["spec"]))
+
+
+def read_failures(group: h5py.Group) -> list[tuple[str, str, str]]:
+    """(path, sha256, reason) of every file an entry could not embed."""
+    if "failures" not in group:
+        return []
+    fg = group["failures"]
+    if not len(fg["path"]):
+        return []
+    return list(zip(fg["path"].asstr()[:], fg["sha256"][:].astype(str), fg["reason"].asstr()[:]))
+
+
+def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
+    rows = _verified(cache_path, key, g)
+    names = json.loads(g.attrs["class_names"])
+    counts = np.bincount(rows.labels, minlength=len(names))
+    return {"key": key, "spec": json.loads(g.attrs["spec"]),
+            "fingerprint": str(g.attrs["fingerprint"]), "data_dir": str(g.attrs["data_dir"]),
+            "rows": int(len(rows.labels)), "feature_dim": int(g.attrs["feature_dim"]),
+            "class_counts": dict(zip(names, counts.tolist())), "checksums": rows.checked,
+            "failures": [{"path": p, "reason": r} for p, _, r in read_failures(g)],
+            "feature_bytes": int(g["features"].id.get_storage_size())}
+
+
+def cache_info(cache_path) -> dict:
+    """Summary of a cache: per entry its spec, counts per class, failures and checksum state.
+
+    A cache that does not exist yet but has batches from an interrupted first
+    run reports them (``exists`` False, no entries) instead of failing.
+    """
+    from featcache.journal import pending_batches
+    path = Path(cache_path)
+    pending = pending_batches(path)
+    if not path.exists() and pending:
+        return {"path": str(path), "exists": False, "schema_version": None, "file_bytes": 0,
+                "entries": [], "interrupted": pending}
+    with reading(path) as f:
+        entries = [_entry_info(path, key, f[ROOT][key]) for key in (sorted(f[ROOT]) if ROOT in f else [])]
+        return {"path": str(path), "exists": True, "schema_version": int(f.attrs["schema_version"]),
+                "file_bytes": path.stat().st_size, "entries": entries, "interrupted": pending}
