@@ -225,6 +225,31 @@ def load_hub_backbone(handle: str, image_size: int = 224) -> Backbone:
     return Backbone(spec, _fingerprint(spec, _hash_dir(local)), _freeze(fn))
 
 
+def resolve_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
+                     image_size: int | None = None, seed: int = 0) -> Callable[[], Backbone]:
+    """Check backbone arguments without loading anything; return the loader.
+
+    Lets ``embed`` reject a typo before it hashes a whole folder.
+    Parameters are those of :func:`get_backbone`.
+    """
+    if backbone in KERAS_BACKBONES:
+        if image_size not in (None, KERAS_BACKBONES[backbone][2]):
+            raise FeatcacheError(f"{backbone} takes {KERAS_BACKBONES[backbone][2]} px images, "
+                                 f"not image_size={image_size}")
+        weights = weights or "imagenet"
+        if weights not in ("imagenet", "none") and not Path(weights).expanduser().is_file():
+            raise FeatcacheError(f"weights file {Path(weights).expanduser()} does not exist")
+        return lambda: load_keras_backbone(backbone, weights, seed)
+    if backbone.startswith(("http://", "https://", "gs://")) or Path(backbone).expanduser().is_dir():
+        if weights not in (None, "imagenet"):
+            raise FeatcacheError(f"weights={weights} applies to keras backbones only; a TF Hub "
+                                 "module or SavedModel carries its own weights")
+        handle = backbone if "://" in backbone else str(Path(backbone).expanduser().resolve())
+        return lambda: load_hub_backbone(handle, image_size or 224)
+    raise FeatcacheError(f"unknown backbone {backbone!r}: choose {', '.join(KERAS_BACKBONES)}, "
+                         "a TF Hub handle (https://tfhub.dev/...) or a local SavedModel directory")
+
+
 def get_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
                  image_size: int | None = None, seed: int = 0) -> Backbone:
     """Resolve a backbone by name, TF Hub handle, or SavedModel directory.
@@ -246,16 +271,4 @@ def get_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
     -------
     Backbone
     """
-    if backbone in KERAS_BACKBONES:
-        if image_size not in (None, KERAS_BACKBONES[backbone][2]):
-            raise FeatcacheError(f"{backbone} takes {KERAS_BACKBONES[backbone][2]} px images, "
-                                 f"not image_size={image_size}")
-        return load_keras_backbone(backbone, weights or "imagenet", seed)
-    if backbone.startswith(("http://", "https://", "gs://")) or Path(backbone).expanduser().is_dir():
-        if weights not in (None, "imagenet"):
-            raise FeatcacheError(f"weights={weights} applies to keras backbones only; a TF Hub "
-                                 "module or SavedModel carries its own weights")
-        handle = backbone if "://" in backbone else str(Path(backbone).expanduser().resolve())
-        return load_hub_backbone(handle, image_size or 224)
-    raise FeatcacheError(f"unknown backbone {backbone!r}: choose {', '.join(KERAS_BACKBONES)}, "
-                         "a TF Hub handle (https://tfhub.dev/...) or a local SavedModel directory")
+    return resolve_backbone(backbone, weights, image_size, seed)()

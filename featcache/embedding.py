@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from featcache.backbones import Backbone, get_backbone
+from featcache.backbones import Backbone, resolve_backbone
 from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
 from featcache.cache.read import (EntryRows, damage_message, open_read, read_entry, read_failures,
                                   read_paths, reading)
@@ -94,8 +94,12 @@ def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: 
         return 0
     ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
                        backbone.spec.input_size, batch_size)
-    bar = tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}", disable=not progress,
-               dynamic_ncols=True)
+    with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}",
+              disable=not progress, dynamic_ncols=True) as bar:  # closed on error too
+        return _run_batches(backbone, ds, todo, journal, bar)
+
+
+def _run_batches(backbone: Backbone, ds, todo, journal: Journal, bar) -> int:
     seen, n_failed = 0, 0
     empty = np.zeros((0, backbone.spec.feature_dim), np.float32)
     for images, idx in ds:
@@ -110,17 +114,16 @@ def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: 
     if tail:
         journal.write(empty, [], [], tail)
         bar.update(len(tail))
-    bar.close()
     return n_failed + len(tail)
 
 
 def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal: Journal,
-            damaged=()) -> None:
+            current: frozenset, damaged=()) -> None:
     """Merge kept old rows and the journal into a fresh file that replaces the cache.
 
-    Old rows listed in ``damaged`` (failed verification) are left out.
+    Rows not in ``current`` and old rows listed in ``damaged`` (failed verification)
+    are left out.
     """
-    current = scan.rows
     written, failures = set(), {}
 
     def add(writer, X, paths, sha):
@@ -197,10 +200,12 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     if real.is_dir():
         raise FeatcacheError(f"output {cache_path} is a directory; give a file name like cache.h5")
     start = time.perf_counter()
+    # Cheap argument checks first, so a typo never costs a scan of the whole folder.
+    load = (lambda: backbone) if isinstance(backbone, Backbone) else resolve_backbone(
+        backbone, weights, image_size, seed)
     scan = scan_folder(data_dir, progress=progress)
-    with writer_lock(real):  # first, so an unwritable output fails before the model loads
-        bb = backbone if isinstance(backbone, Backbone) else get_backbone(backbone, weights,
-                                                                          image_size, seed)
+    with writer_lock(real):  # before the model loads, so an unwritable output fails fast
+        bb = load()
         key = entry_key(bb.spec.name, bb.fingerprint)
         old = _read_old(real, key)
         journal = Journal(real, key)
@@ -211,16 +216,16 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         t0 = time.perf_counter()
         n_failed = _run(bb, todo, journal, batch_size, progress)
         run_seconds = time.perf_counter() - t0
-        current = scan.rows
+        current = scan.rows | scan.unseen(old.rows)  # an unlistable folder's rows are kept
         removed = len(old.rows - current)
         old_fail = {(p, s): r for p, s, r in old.failures}
         unchanged = (not todo and not resumed and not removed and old.class_names == scan.class_names
                      and old.data_dir == str(scan.root) and old.checked and not old.damaged
                      and _target_failures(old_fail, scan) == sorted(old.failures))
         if not unchanged:
-            _commit(real, key, bb, scan, journal, old.damaged)
+            _commit(real, key, bb, scan, journal, current, old.damaged)
         journal.clear()
-    cached = sum(row in old.rows or row in done for row in current)
+    cached = sum(row in old.rows or row in done for row in scan.rows)
     return EmbedSummary(str(cache_path), key, len(todo) - n_failed, cached,
                         len(scan.files) - cached - (len(todo) - n_failed) + len(scan.failures),
                         removed, time.perf_counter() - start, run_seconds, len(old.damaged),

@@ -58,7 +58,8 @@ def _one_line_cli(*args):
     r = CliRunner().invoke(cli, [str(a) for a in args])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     lines = [line.split("\r")[-1] for line in r.output.strip().split("\n")]  # past progress bars
-    assert len(lines) == 1, r.output
+    lines = [line for line in lines if "%|" not in line]  # a bar closed by the error
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
     return lines[0]
 
 

@@ -278,7 +278,7 @@ def test_cli_says_flags_and_surfaces_notes(tmp_path, mobilenet, monkeypatch):
                                  "--image-size", "100"])
     assert r.exit_code == 1 and "not --image-size 100" in r.output and "image_size=" not in r.output
 
-    monkeypatch.setattr(embedding, "get_backbone", lambda *a, **k: mobilenet)
+    monkeypatch.setattr(embedding, "resolve_backbone", lambda *a, **k: lambda: mobilenet)
     r = CliRunner().invoke(cli, ["embed", str(data), "-o", str(tmp_path / "c.h5")])
     assert r.exit_code == 0, r.output
     assert "note: 1 image(s) directly in" in r.output and "stray.jpg" in r.output
@@ -348,3 +348,28 @@ def test_png_exif_after_the_pixels_is_found(tmp_path):
     assert bad is None and f.use_pil
     rgb = pil_rgb(f.path)
     assert rgb.shape == (40, 20, 3) and rgb[:15].mean() > 200 and rgb[25:].mean() < 50
+
+
+def test_reembed_keeps_rows_of_a_folder_that_became_unlistable(tmp_path, mobilenet, monkeypatch):
+    data, cache = tmp_path / "data", tmp_path / "c.h5"
+    write_images(data, {"a": 2, "b": 2})
+    write_images(data / "a", {"sub": 2}, seed=1)
+    featcache.embed(data, cache, backbone=mobilenet, progress=False)
+    _deny(monkeypatch, data / "a" / "sub")
+    summary = featcache.embed(data, cache, backbone=mobilenet, progress=False)
+    assert summary.removed == 0 and summary.embedded == 0
+    paths = set(featcache.load_features(cache).paths)
+    assert {"a/sub/img_000.jpg", "a/sub/img_001.jpg"} <= paths and len(paths) == 6
+
+
+def test_backbone_typo_is_rejected_before_the_scan(tmp_path, monkeypatch):
+    import featcache.embedding as embedding
+    write_images(tmp_path / "data", {"a": 1, "b": 1})
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("scanned before checking the backbone arguments")
+    monkeypatch.setattr(embedding, "scan_folder", no_scan)
+    for kwargs in ({"backbone": "mobilenet_v3"}, {"backbone": "mobilenet_v2", "image_size": 100},
+                   {"backbone": "mobilenet_v2", "weights": str(tmp_path / "missing.h5")}):
+        with pytest.raises(FeatcacheError):
+            featcache.embed(tmp_path / "data", tmp_path / "c.h5", progress=False, **kwargs)
