@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import featcache.evaluate.neardup as nd
-from featcache.evaluate.neardup import knn_cosine, near_duplicate_groups
+from featcache.evaluate.neardup import near_duplicate_groups
 
 
 def overlapping_clips(seed=0, n_classes=6, clips_per_class=40, d=128, max_frames=8,
