@@ -479,5 +479,6 @@ def _apply_rule(index, similarity, t, source, adaptive):
             "the threshold linked")
     if local["rows_saturated"]:
         rule += (f"; {local['rows_saturated']} images have all {similarity.shape[1]} neighbours "
-                 "far above the threshold: groups may be larger than k+1, rerun with a larger k")
+                 "far above the threshold: their groups may be larger than k+1 (rerun with a "
+                 "larger k= to see where they end)")
     return groups, rule, local
