@@ -297,7 +297,6 @@ def groups_from_neighbors(index, similarity, threshold) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-
 def _log_distance(similarity):
     """log10 cosine distance, clipped so copies and -inf fillers stay finite."""
     return np.log10(np.clip(1.0 - np.asarray(similarity, np.float64), _EPS, 2.0))
@@ -474,8 +473,8 @@ def _apply_rule(index, similarity, t, source, adaptive):
         return (groups_from_neighbors(index, similarity, t),
                 f"global rule: every neighbour pair above the threshold is linked ({why})", None)
     groups, local = local_groups(index, similarity, t)
-    rule = (f"local rule, since no empty gap separates copies from other neighbours: a pair is "
-            f"linked only below the largest jump in both images' own neighbour lists; "
+    rule = ("local rule, since no empty gap separates copies from other neighbours: a pair is "
+            "linked only below the largest jump in both images' own neighbour lists; "
             f"{local['pairs_linked']} of {local['pairs_above_threshold']} neighbour pairs above "
             "the threshold linked")
     if local["rows_saturated"]:
