@@ -4,13 +4,13 @@ Thin wrappers over :mod:`featcache.evaluate` and :mod:`featcache.report`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from featcache.cli.app import cli
 from featcache.errors import FeatcacheError
+from featcache.report.outputs import check_writable
 
 _METRICS = click.Choice(["accuracy", "balanced_accuracy", "f1_macro"])
 
@@ -42,11 +42,16 @@ def _load(cache, backbone):
     return load_features(cache, backbone=backbone)
 
 
+def _check_outputs(json_out, plots_dir=None):
+    """Fail at once, before any computing, when an output path cannot be written."""
+    check_writable(json_out, "--json")
+    check_writable(plots_dir, "--plots", folder=True)
+
+
 def _write_json(path, command, features, cache, payload):
-    doc = {"command": command, "cache": str(cache), "backbone": features.backbone, **payload}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2, allow_nan=False)
+    from featcache.report.jsonout import write_json
+    write_json(path, {"command": command, "cache": str(cache), "backbone": features.backbone,
+                      **payload})
     click.echo(f"JSON written to {path}")
 
 
@@ -57,14 +62,18 @@ def _floats(text, option):
         raise FeatcacheError(f"{option} takes comma-separated numbers, got {text!r}") from None
 
 
-def _grids(values):
-    """``--grid`` values: ``"0.1,1"`` for every head or ``"logreg=0.1,1"`` for one."""
+def _grids(values, heads: str):
+    """``--grid`` values: ``"0.1,1"`` for every head or ``"logreg=0.1,1"`` for one of ``heads``."""
     if not values:
         return None
     per_head, common = {}, None
+    swept = [h.strip() for h in heads.split(",") if h.strip()]
     for v in values:
         name, sep, nums = v.partition("=")
         if sep:
+            if name.strip() not in swept:
+                raise FeatcacheError(f"--grid {v!r} names head {name.strip()!r}, which is not "
+                                     f"among --heads ({', '.join(swept)})")
             per_head[name.strip()] = _floats(nums, "--grid")
         else:
             common = _floats(v, "--grid")
@@ -87,6 +96,7 @@ def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_
     """
     from featcache.evaluate import compare_random_grouped, cross_validate_heads
     from featcache.report.tables import format_comparison, format_cv
+    _check_outputs(json_out)
     features = _load(cache, backbone)
     kw = dict(folds=folds, repeats=repeats, seed=seed, metric=metric, progress=None,
               head_params={"reg": reg})
@@ -128,8 +138,10 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
     """Sweep each head's regularisation strength on CACHE, all heads on the same splits."""
     from featcache.evaluate import sweep as run_sweep
     from featcache.report.tables import format_sweep
+    grids = _grids(grid, heads)
+    _check_outputs(json_out, plots_dir)
     features = _load(cache, backbone)
-    res = run_sweep(features, heads, grids=_grids(grid), folds=folds, repeats=repeats,
+    res = run_sweep(features, heads, grids=grids, folds=folds, repeats=repeats,
                     group_by=group_by, seed=seed, metric=metric, progress=None)
     click.echo(format_sweep(res))
     note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
@@ -166,8 +178,10 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
     """
     from featcache.evaluate import learning_curve
     from featcache.report.tables import format_curve
+    fraction_values = _floats(fractions, "--fractions")
+    _check_outputs(json_out, plots_dir)
     features = _load(cache, backbone)
-    res = learning_curve(features, head, fractions=_floats(fractions, "--fractions"),
+    res = learning_curve(features, head, fractions=fraction_values,
                          folds=folds, repeats=repeats, group_by=group_by, seed=seed,
                          head_params={"reg": reg}, metric=metric, progress=None)
     click.echo(format_curve(res))
