@@ -30,7 +30,8 @@ import numpy as np
 
 from featcache.errors import FeatcacheError
 from featcache.evaluate.neardup import knn_cosine, near_duplicate_groups
-from featcache.evaluate.verdicts import cv_leak_finding, imbalance_finding, near_duplicate_findings
+from featcache.evaluate.verdicts import (cv_leak_finding, imbalance_finding,
+                                        near_duplicate_findings, unusable_grouping)
 from featcache.report.jsonout import jsonable, write_json
 
 KERAS_FLOW = "flow_from_directory"
@@ -300,14 +301,14 @@ def findings(report: AuditReport) -> list:
         out.append(f"{s['n_exact_duplicate_files']} files are byte-identical copies, in "
                    f"{s['n_exact_duplicate_groups']} groups.")
     out += near_duplicate_findings(s, report.near_duplicates)
-    out += _split_findings(report.splits)
+    out += _split_findings(report.splits, report.groups)
     imbalance = imbalance_finding(report.class_balance)
     if imbalance:
         out.append(imbalance)
     return out
 
 
-def _split_findings(splits) -> list:
+def _split_findings(splits, groups) -> list:
     out = []
     flow = splits[f"keras_{KERAS_FLOW}"]
     v = flow["validation_split"]
@@ -324,7 +325,7 @@ def _split_findings(splits) -> list:
     if "error" in cv:
         out.append(f"featcache CV could not be checked: {cv['error']}")
     else:
-        out.append(cv_leak_finding(cv))
+        out.append(cv_leak_finding(cv, unusable_grouping(groups, len(cv["per_fold"]))))
     return out
 
 

@@ -116,10 +116,17 @@ def near_duplicate_findings(summary: dict, nd: dict) -> list:
     return out
 
 
-def cv_leak_finding(cv: dict) -> str:
-    """The audit's sentence on featcache's own random CV folds."""
+def cv_leak_finding(cv: dict, unusable: str | None = None) -> str:
+    """The audit's sentence on featcache's own random CV folds.
+
+    ``unusable`` is :func:`unusable_grouping` of the groups: grouped CV is
+    advised only when it can run (diagnose falls back on the same rule).
+    """
     frac = cv["mean_val_fraction_with_train_duplicate"]
-    advice = " Use --group-by near-duplicates in cv, sweep and curve." if frac > 0 else ""
+    advice = ""
+    if frac > 0:
+        advice = (f" Grouped CV cannot fix it here: {unusable}." if unusable else
+                  " Use --group-by near-duplicates in cv, sweep and curve.")
     return (f"featcache CV ({cv['description']}): on average {frac:.0%} of each validation fold "
             f"has a near-duplicate in training; {cv['groups_straddling_any_fold']} groups "
             f"straddle folds.{advice}")
