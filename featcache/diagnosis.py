@@ -56,7 +56,7 @@ class Diagnosis:
     source: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        from featcache.report.jsonout import jsonable
+        from featcache.jsonout import jsonable
         return jsonable({"head": self.head, "metric": self.metric,
                          "conclusion": list(self.conclusion), "numbers": self.numbers,
                          "source": self.source,
@@ -137,7 +137,7 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
         leak["straddling_groups"] = straddling_groups(random_plan.splits, plan.groups)
     numbers = {"leakage": {**leak, "grouping_unusable": unusable},
                "regularisation": _gap_numbers(h, metric),
-               "learning_curve": _curve_numbers(cur),
+               "learning_curve": curve_numbers(cur),
                "per_class": _class_numbers(sw.best_confusion(), features.class_names),
                "class_balance": rep.class_balance, "metric": metric,
                "splits": plan.description}
@@ -168,7 +168,8 @@ def _leak_numbers(rep, h, rsw, metric) -> dict:
            "threshold_reason": rep.near_duplicates["reason"],
            "n_exact_duplicate_groups": s["n_exact_duplicate_groups"],
            "n_label_conflicts": s["n_label_conflicts"],
-           "keras_flow_val_fraction_with_train_duplicate": flow["val_fraction_with_train_duplicate"],
+           "keras_flow_val_fraction_with_train_duplicate":
+               flow["val_fraction_with_train_duplicate"],
            "featcache_cv_val_fraction_with_train_duplicate":
                s.get("featcache_cv_val_fraction_with_train_duplicate")}
     if rsw is not None:
@@ -193,7 +194,8 @@ def _gap_numbers(h, metric) -> dict:
     return {"param": h.param, "settings": rows, "best": rows[pos], "best_at_edge": edge}
 
 
-def _curve_numbers(cur) -> dict:
+def curve_numbers(cur) -> dict:
+    """The learning-curve numbers diagnose reports (and its verdict reads) for ``cur``."""
     val = np.nanmean(cur.val, axis=1)
     train = np.nanmean(cur.train, axis=1)
     return {"fractions": list(cur.fractions), "n_train": list(cur.n_train),

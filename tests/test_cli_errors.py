@@ -6,8 +6,8 @@ import pytest
 
 from featcache.cache import save_features
 from featcache.features import Features
-from test_cli_eval import clip_features, run
-from test_cli_eval import _error_line as error_line  # noqa: PLC2701 (shared test helper)
+from test_cli_eval import clip_features, error_line, run
+
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""One voice: every command's verdict comes from featcache.evaluate.verdicts, on the same numbers."""
+"""One voice: every verdict comes from featcache.evaluate.verdicts, on the same numbers."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score
 
-from featcache.diagnosis import diagnose
+from featcache.diagnosis import curve_numbers, diagnose
 from featcache.evaluate import cross_validate_heads, make_splits, sweep
 from featcache.evaluate.audit import audit
 from featcache.evaluate.curve import CurveResult
@@ -18,7 +18,7 @@ from featcache.evaluate import verdicts
 from featcache.evaluate.verdicts import diagnosis_conclusion, learning_curve_verdict
 from featcache.features import Features
 from featcache.report.diagnosis import fmt, write_diagnosis
-from featcache.report.jsonout import jsonable
+from featcache.jsonout import jsonable
 from test_audit import planted
 from test_diagnose import clean
 
@@ -35,12 +35,6 @@ def curve_with(gain, gap, metric="accuracy", grouped=False):
         plan.groups = np.arange(60)
     return CurveResult("logreg", metric, fractions, n_train, train_rows, val_rows,
                        slope=float("nan"), gain_per_doubling=gain, tail=0.5, plan=plan)
-
-
-def curve_numbers(cur):
-    """The learning-curve part of diagnose's numbers, as diagnose computes it."""
-    from featcache.diagnosis import _curve_numbers  # noqa: PLC2701 (test of the internals)
-    return _curve_numbers(cur)
 
 
 @pytest.mark.parametrize("gain, gap, kind", [(0.005, 0.07, "regularise"),

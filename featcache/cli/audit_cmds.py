@@ -99,4 +99,5 @@ def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, se
     click.echo("Why is the model overfitting?")
     for sentence in diag.conclusion:
         click.echo(f"  - {sentence}")
-    click.echo(f"\nReport: {files.html}\nPlots:  " + ", ".join(str(p) for p in files.plots.values()))
+    click.echo(f"\nReport: {files.html}\nPlots:  "
+               + ", ".join(str(p) for p in files.plots.values()))

@@ -49,7 +49,7 @@ def _check_outputs(json_out, plots_dir=None):
 
 
 def _write_json(path, command, features, cache, payload):
-    from featcache.report.jsonout import write_json
+    from featcache.jsonout import write_json
     write_json(path, {"command": command, "cache": str(cache), "backbone": features.backbone,
                       **payload})
     click.echo(f"JSON written to {path}")
@@ -190,6 +190,7 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
         click.echo(note)
     if plots_dir:
         from featcache.report.plots import plot_learning_curve
-        click.echo(f"plot written: {plot_learning_curve(res, Path(plots_dir) / 'learning_curve.png')}")
+        png = plot_learning_curve(res, Path(plots_dir) / "learning_curve.png")
+        click.echo(f"plot written: {png}")
     if json_out:
         _write_json(json_out, "curve", features, cache, res.to_dict())

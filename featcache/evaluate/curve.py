@@ -26,7 +26,7 @@ from featcache.evaluate.metrics import score
 from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import summarize
 from featcache.evaluate.verdicts import learning_curve_verdict
-from featcache.report.jsonout import jsonable, num
+from featcache.jsonout import jsonable, num
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 
@@ -142,7 +142,7 @@ def _curve_scores(features, est, fractions, plan, metric, seed, progress):
     rng = np.random.default_rng(seed)
     with progress_bar(F * J, "curve", progress) as bar, one_blas_thread():
         for j, (tr, te) in enumerate(plan.splits):
-            order, ends = _training_order(tr, y, plan.groups, rng)
+            order, ends = training_order(tr, y, plan.groups, rng)
             for i, f in enumerate(fractions):
                 cut = ends[min(np.searchsorted(ends, f * len(tr) - 1e-9), len(ends) - 1)]
                 sub = order[:max(2, cut)]
@@ -156,7 +156,7 @@ def _curve_scores(features, est, fractions, plan, metric, seed, progress):
     return train, val, sizes
 
 
-def _training_order(tr, y, groups, rng):
+def training_order(tr, y, groups, rng):
     """Rows of ``tr`` in stratified random order, and the allowed prefix lengths.
 
     Without groups every prefix length is allowed. With groups, whole groups

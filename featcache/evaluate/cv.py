@@ -19,7 +19,7 @@ from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
 from featcache.evaluate.splits import SplitPlan, make_splits, straddling_groups
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.verdicts import split_verdict
-from featcache.report.jsonout import jsonable, num
+from featcache.jsonout import jsonable
 
 FOLD_KEYS = METRICS + ("train_accuracy", "train_score", "gap", "fit_time")
 

@@ -17,7 +17,7 @@ from featcache.evaluate.cv import PairedRun, one_blas_thread, progress_bar
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
 from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import compare_to_best, summarize
-from featcache.report.jsonout import jsonable
+from featcache.jsonout import jsonable
 
 SWEEP_KEYS = METRICS + ("train_accuracy", "train_score", "gap")
 

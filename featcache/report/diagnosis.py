@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featcache.report.jsonout import write_json
+from featcache.jsonout import write_json
 
 TITLE = "Why is my model overfitting?"
 
