@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_cli_eval import clip_features, error_line, run
 
 from featcache.cache import save_features
 from featcache.features import Features
-from test_cli_eval import clip_features, error_line, run
-
 
 
 @pytest.fixture

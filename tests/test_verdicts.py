@@ -9,18 +9,17 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score
-
-from featcache.diagnosis import curve_numbers, diagnose
-from featcache.evaluate import cross_validate_heads, make_splits, sweep
-from featcache.evaluate.audit import audit
-from featcache.evaluate.curve import CurveResult
-from featcache.evaluate import verdicts
-from featcache.evaluate.verdicts import diagnosis_conclusion, learning_curve_verdict
-from featcache.features import Features
-from featcache.report.diagnosis import fmt, write_diagnosis
-from featcache.jsonout import jsonable
 from test_audit import planted
 from test_diagnose import clean
+
+from featcache.diagnosis import curve_numbers, diagnose
+from featcache.evaluate import cross_validate_heads, make_splits, sweep, verdicts
+from featcache.evaluate.audit import audit
+from featcache.evaluate.curve import CurveResult
+from featcache.evaluate.verdicts import diagnosis_conclusion, learning_curve_verdict
+from featcache.features import Features
+from featcache.jsonout import jsonable
+from featcache.report.diagnosis import fmt, write_diagnosis
 
 
 def curve_with(gain, gap, metric="accuracy", grouped=False):
@@ -142,3 +141,24 @@ def test_one_json_sanitiser_writes_nan_as_null():
                     "arr": np.array([1.0, np.inf]), "flag": np.bool_(True)})
     assert doc == {"a": None, "1": 3, "p": "x", "arr": [1.0, None], "flag": True}
     json.dumps(doc, allow_nan=False)
+
+
+def test_diagnose_builds_each_set_of_splits_once(monkeypatch):
+    import featcache.evaluate.splits as splits
+    built = {"grouped": 0, "random": 0}
+
+    class Grouped(splits.StratifiedGroupKFold):
+        def __init__(self, *a, **k):
+            built["grouped"] += 1
+            super().__init__(*a, **k)
+
+    class Random(splits.StratifiedKFold):
+        def __init__(self, *a, **k):
+            built["random"] += 1
+            super().__init__(*a, **k)
+    monkeypatch.setattr(splits, "StratifiedGroupKFold", Grouped)
+    monkeypatch.setattr(splits, "StratifiedKFold", Random)
+    feats, _ = planted(n_clips=30, n_single=30, seed=4)
+    diag = diagnose(feats, "logreg", grid=[0.1, 1])
+    assert "group" in diag.numbers["splits"]
+    assert built == {"grouped": 1, "random": 1}  # was 3 grouped and 2 random

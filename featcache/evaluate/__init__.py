@@ -9,6 +9,8 @@ Public API (imported lazily, so ``import featcache.evaluate.neardup`` stays chea
 - :func:`learning_curve` -> :class:`CurveResult`: score vs training fraction.
 - :func:`summarize`, :func:`corrected_ttest`, :func:`compare_to_best`: fold statistics.
 - :func:`groups_from_paths`, :func:`straddling_groups`: group helpers.
+- :mod:`featcache.evaluate.verdicts`: every threshold and rule behind the
+  plain-language verdicts of curve, audit, cv and diagnose.
 """
 from importlib import import_module
 
@@ -21,6 +23,7 @@ _EXPORTS = {
     "SweepResult": "sweeps", "HeadSweep": "sweeps", "sweep": "sweeps",
     "CurveResult": "curve", "learning_curve": "curve",
     "METRICS": "metrics",
+    "Verdict": "verdicts", "learning_curve_verdict": "verdicts",
 }
 
 __all__ = sorted(_EXPORTS)
