@@ -50,19 +50,25 @@ def test_unwritable_outputs_fail_before_any_work(cache, blocker, no_work, args):
     assert "nothing was computed" in err, err
 
 
-def test_an_output_folder_that_is_a_file_is_a_usage_error(cache, blocker, no_work):
-    r = run("diagnose", cache, "--out", blocker)  # click's own check, exit status 2
-    assert r.exit_code == 2 and "is a file" in r.stderr and "Traceback" not in r.output
+@pytest.mark.parametrize("args, said", [
+    (["diagnose", "--out", "{b}"], "--out {b} is a file; give a folder"),
+    (["sweep", "--heads", "logreg", "--plots", "{b}"], "--plots {b} is a file; give a folder"),
+    (["cv", "--json", "{t}"], "--json {t} is a folder; give a file name"),
+    (["audit", "--json", "{t}"], "--json {t} is a folder; give a file name"),
+])
+def test_an_output_of_the_wrong_kind_is_one_line(cache, blocker, tmp_path, no_work, args, said):
+    fill = {"b": blocker, "t": tmp_path}
+    r = run(args[0], cache, *[a.format(**fill) for a in args[1:]])
+    assert r.exit_code == 1
+    assert said.format(**fill) in error_line(r)
 
 
-def test_check_writable_names_the_kind_of_path_expected(tmp_path, blocker):
-    from featcache.errors import FeatcacheError
+def test_check_writable_accepts_no_path_and_an_existing_file(tmp_path):
     from featcache.report.outputs import check_writable
-    with pytest.raises(FeatcacheError, match="--json .* is a folder"):
-        check_writable(tmp_path, "--json")
-    with pytest.raises(FeatcacheError, match="--out .* is a file"):
-        check_writable(blocker, "--out", folder=True)
     assert check_writable(None, "--json") is None
+    old = tmp_path / "old.json"
+    old.write_text("{}")
+    assert check_writable(old, "--json") == old and old.read_text() == "{}"
 
 
 def test_writable_outputs_still_work(cache, tmp_path):

@@ -45,7 +45,7 @@ def _audit_options(f):
 
 @cli.command()
 @_audit_options
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+@click.option("--json", "json_out", default=None, type=click.Path(),
               help="Write every group, conflict and number to this JSON file.")
 def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed, json_out):
     """Audit CACHE for duplicates, near-duplicates and leaky validation splits.
@@ -74,7 +74,7 @@ def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed,
 @click.option("--metric", default="accuracy", show_default=True,
               type=click.Choice(["accuracy", "balanced_accuracy", "f1_macro"]))
 @click.option("--out", "out_dir", default="featcache-diagnosis", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for report.html, PNGs and JSON.")
+              type=click.Path(), help="Folder for report.html, PNGs and JSON.")
 def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, seed, head, grid,
              metric, out_dir):
     """Why is my model overfitting? Evidence and a plain-language answer for CACHE.

@@ -29,7 +29,7 @@ def _split_options(f):
         click.option("--metric", default="accuracy", show_default=True, type=_METRICS,
                      help="Metric that ranks heads and settings."),
         click.option("--backbone", default=None, help="Cache entry, when the cache holds several."),
-        click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+        click.option("--json", "json_out", default=None, type=click.Path(),
                      help="Write the full result, with per-fold numbers, to this JSON file."),
     ]
     for opt in reversed(opts):
@@ -130,7 +130,7 @@ def _grouping_note(features, folds, repeats, group_by, seed, plan):
 @click.option("--grid", multiple=True,
               help="Comma-separated values for all heads, or HEAD=v1,v2,... per head "
                    "(repeatable). Default: each head's own 10-value log grid.")
-@click.option("--plots", "plots_dir", default=None, type=click.Path(file_okay=False),
+@click.option("--plots", "plots_dir", default=None, type=click.Path(),
               help="Directory for regularisation_path.png and confusion_matrix.png.")
 @_split_options
 def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric, backbone,
@@ -166,7 +166,7 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
               help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
 @click.option("--fractions", default="0.1,0.2,0.35,0.5,0.75,1", show_default=True,
               help="Comma-separated fractions of each training fold to train on.")
-@click.option("--plots", "plots_dir", default=None, type=click.Path(file_okay=False),
+@click.option("--plots", "plots_dir", default=None, type=click.Path(),
               help="Directory for learning_curve.png.")
 @_split_options
 def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed, metric,
