@@ -142,3 +142,9 @@ def test_diagnose_library_api_rejects_bad_grid_at_once():
     feats = Features(f.X, f.y, f.paths, f.class_names, f.sha256)
     with pytest.raises(FeatcacheError, match="grid= must be positive"):
         diagnose(feats, grid=[0.1, -1])
+
+
+@pytest.mark.parametrize("grid", ["0.1,-1", "a,b", ",", "nan"])
+def test_diagnose_grid_message_names_the_flag(cache, tmp_path, no_work, grid):
+    err = error_line(run("diagnose", cache, "--grid", grid, "--out", tmp_path / "d"))
+    assert "--grid takes comma-separated positive numbers" in err

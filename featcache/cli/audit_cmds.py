@@ -90,7 +90,9 @@ def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, se
         try:
             grid_values = [float(v) for v in grid.split(",") if v.strip()]
         except ValueError:
-            raise FeatcacheError(f"--grid takes comma-separated numbers, got {grid!r}") from None
+            grid_values = []
+        if not grid_values or not all(0 < v < float("inf") for v in grid_values):
+            raise FeatcacheError(f"--grid takes comma-separated positive numbers, got {grid!r}")
     check_writable(out_dir, "--out", folder=True)
     diag = diagnose_cache(cache, backbone, head=head, folds=folds, seed=seed,
                           threshold=_threshold(threshold), validation_split=validation_split,
