@@ -123,7 +123,7 @@ def test_curve_table_plot_and_json(cache, tmp_path):
         assert im.format == "PNG"
 
 
-def _error_line(r):
+def error_line(r):
     assert r.exit_code != 0
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert "Traceback" not in r.output
@@ -137,7 +137,7 @@ def test_one_class_cache_is_one_clear_error(tmp_path):
     one = f.subset(f.y == 0)
     path = tmp_path / "one.h5"
     save_features(path, Features(one.X, one.y, one.paths, ["k0"], one.sha256, spec={"name": "s"}))
-    assert "only one class" in _error_line(run("cv", path))
+    assert "only one class" in error_line(run("cv", path))
 
 
 def test_too_few_samples_per_class(tmp_path):
@@ -145,12 +145,12 @@ def test_too_few_samples_per_class(tmp_path):
     keep = np.r_[np.flatnonzero(f.y != 1), np.flatnonzero(f.y == 1)[:3]]
     path = tmp_path / "few.h5"
     save_features(path, f.subset(keep))
-    err = _error_line(run("sweep", path, "--heads", "logreg", "--folds", 5))
+    err = error_line(run("sweep", path, "--heads", "logreg", "--folds", 5))
     assert "'k1' has only 3 samples" in err and "5-fold" in err
 
 
 def test_group_regex_matching_nothing(cache):
-    err = _error_line(run("curve", cache, "--group-by", r"(.*)_shot\d+"))
+    err = error_line(run("curve", cache, "--group-by", r"(.*)_shot\d+"))
     assert r"(.*)_shot\d+" in err and "matches none" in err and "k0/clip0/frame_0000.jpg" in err
 
 
@@ -160,11 +160,11 @@ def test_nan_features(tmp_path):
     X[[3, 7], 0] = np.nan
     path = tmp_path / "nan.h5"
     save_features(path, Features(X, f.y, f.paths, f.class_names, f.sha256, spec={"name": "s"}))
-    err = _error_line(run("cv", path))
+    err = error_line(run("cv", path))
     assert "2 of 72 feature rows contain NaN" in err
 
 
 def test_bad_option_values(cache):
-    assert "--grid" in _error_line(run("sweep", cache, "--grid", "a,b"))
-    assert "fractions" in _error_line(run("curve", cache, "--fractions", "0.5,2"))
-    assert "unknown head" in _error_line(run("cv", cache, "--head", "forest"))
+    assert "--grid" in error_line(run("sweep", cache, "--grid", "a,b"))
+    assert "fractions" in error_line(run("curve", cache, "--fractions", "0.5,2"))
+    assert "unknown head" in error_line(run("cv", cache, "--head", "forest"))

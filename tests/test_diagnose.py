@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from featcache.diagnosis import diagnose
 from featcache.features import Features
+from featcache.report.diagnosis import write_diagnosis
 from featcache.report.html import Section, render_html
 from test_audit import planted
 
@@ -25,7 +26,9 @@ def clean(n=300, d=32, n_classes=3, seed=0):
 
 def test_leaky_data_is_diagnosed_with_evidence_and_a_standalone_report(tmp_path):
     feats, _ = planted(seed=4)
-    diag = diagnose(feats, "logreg", out_dir=tmp_path, grid=[1e-3, 1e-2, 0.1, 1, 10])
+    diag = diagnose(feats, "logreg", grid=[1e-3, 1e-2, 0.1, 1, 10])
+    assert not any(tmp_path.iterdir())
+    files = write_diagnosis(diag, tmp_path)
     leak = diag.numbers["leakage"]
     assert leak["n_near_duplicate_groups"] == 60
     assert leak["inflation"] >= 0.15, leak
@@ -34,10 +37,10 @@ def test_leaky_data_is_diagnosed_with_evidence_and_a_standalone_report(tmp_path)
     # Grouped splits drive the sweep and the curve once near-duplicates exist.
     assert "group" in diag.numbers["splits"]
     assert len(diag.numbers["regularisation"]["settings"]) == 5
-    for png in diag.plots.values():
+    for png in files.plots.values():
         assert png.read_bytes()[:8] == PNG_MAGIC
-    page = diag.html.read_text()
-    assert page.count('src="data:image/png;base64,') == len(diag.plots) == 4
+    page = files.html.read_text()
+    assert page.count('src="data:image/png;base64,') == len(files.plots) == 4
     assert not re.search(r'(src|href)="(?!data:)', page), "the report must load nothing external"
     assert "Leakage inflates the score" in page.split("<h2>")[0]  # conclusion on top
     saved = json.loads((tmp_path / "diagnosis.json").read_text())
@@ -47,7 +50,7 @@ def test_leaky_data_is_diagnosed_with_evidence_and_a_standalone_report(tmp_path)
 def test_clean_data_reports_no_leakage():
     diag = diagnose(clean(), "logreg", grid=[0.01, 0.1, 1])
     assert diag.numbers["leakage"]["n_near_duplicate_groups"] == 0
-    assert diag.comparison is None and diag.html is None
+    assert diag.random_sweep is None
     assert diag.conclusion[0].startswith("No near-duplicate leakage found"), diag.conclusion
     assert "stratified 5-fold" in diag.numbers["splits"]
     recalls = [r["recall"] for r in diag.numbers["per_class"]["classes"]]

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from featcache.errors import FeatcacheError
 from featcache.evaluate import (compare_random_grouped, corrected_ttest, cross_validate_heads,
                                 groups_from_paths, learning_curve, make_splits, summarize, sweep)
-from featcache.evaluate.curve import _training_order, stratified_order, tail_slopes
+from featcache.evaluate.curve import training_order, stratified_order, tail_slopes
 from featcache.features import Features
 from conftest import clip_features
 
@@ -284,7 +284,7 @@ def test_grouped_learning_curve_adds_whole_groups():
     groups = groups_from_paths(feats.paths, "folder")[0]
     tr = np.arange(len(feats))[::2]
     tr = np.flatnonzero(np.isin(groups, groups[tr]))  # whole clips in training
-    order, ends = _training_order(tr, feats.y, groups, np.random.default_rng(0))
+    order, ends = training_order(tr, feats.y, groups, np.random.default_rng(0))
     assert sorted(order) == sorted(tr) and ends[-1] == len(tr)
     for end in ends:  # every allowed prefix holds complete clips only
         taken = groups[order[:end]]

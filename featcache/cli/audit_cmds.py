@@ -8,6 +8,7 @@ import click
 
 from featcache.cli.app import cli
 from featcache.errors import FeatcacheError
+from featcache.report.outputs import check_writable
 
 
 def _threshold(text):
@@ -44,7 +45,7 @@ def _audit_options(f):
 
 @cli.command()
 @_audit_options
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+@click.option("--json", "json_out", default=None, type=click.Path(),
               help="Write every group, conflict and number to this JSON file.")
 def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed, json_out):
     """Audit CACHE for duplicates, near-duplicates and leaky validation splits.
@@ -55,6 +56,7 @@ def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed,
     per-class counts.
     """
     from featcache.evaluate.audit import audit_cache, format_text
+    check_writable(json_out, "--json")
     report = audit_cache(cache, backbone, threshold=_threshold(threshold),
                          validation_split=validation_split, keras_seed=keras_seed,
                          folds=folds, seed=seed)
@@ -72,7 +74,7 @@ def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed,
 @click.option("--metric", default="accuracy", show_default=True,
               type=click.Choice(["accuracy", "balanced_accuracy", "f1_macro"]))
 @click.option("--out", "out_dir", default="featcache-diagnosis", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for report.html, PNGs and JSON.")
+              type=click.Path(), help="Folder for report.html, PNGs and JSON.")
 def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, seed, head, grid,
              metric, out_dir):
     """Why is my model overfitting? Evidence and a plain-language answer for CACHE.
@@ -82,16 +84,22 @@ def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, se
     PNG plots and diagnosis.json to --out.
     """
     from featcache.diagnosis import diagnose_cache
+    from featcache.report.diagnosis import write_diagnosis
     grid_values = None
     if grid:
         try:
             grid_values = [float(v) for v in grid.split(",") if v.strip()]
         except ValueError:
-            raise FeatcacheError(f"--grid takes comma-separated numbers, got {grid!r}") from None
-    diag = diagnose_cache(cache, backbone, head=head, out_dir=out_dir, folds=folds, seed=seed,
+            grid_values = []
+        if not grid_values or not all(0 < v < float("inf") for v in grid_values):
+            raise FeatcacheError(f"--grid takes comma-separated positive numbers, got {grid!r}")
+    check_writable(out_dir, "--out", folder=True)
+    diag = diagnose_cache(cache, backbone, head=head, folds=folds, seed=seed,
                           threshold=_threshold(threshold), validation_split=validation_split,
                           keras_seed=keras_seed, grid=grid_values, metric=metric, progress=None)
+    files = write_diagnosis(diag, out_dir)
     click.echo("Why is the model overfitting?")
     for sentence in diag.conclusion:
         click.echo(f"  - {sentence}")
-    click.echo(f"\nReport: {diag.html}\nPlots:  " + ", ".join(str(p) for p in diag.plots.values()))
+    click.echo(f"\nReport: {files.html}\nPlots:  "
+               + ", ".join(str(p) for p in files.plots.values()))

@@ -4,13 +4,13 @@ Thin wrappers over :mod:`featcache.evaluate` and :mod:`featcache.report`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from featcache.cli.app import cli
 from featcache.errors import FeatcacheError
+from featcache.report.outputs import check_writable
 
 _METRICS = click.Choice(["accuracy", "balanced_accuracy", "f1_macro"])
 
@@ -29,7 +29,7 @@ def _split_options(f):
         click.option("--metric", default="accuracy", show_default=True, type=_METRICS,
                      help="Metric that ranks heads and settings."),
         click.option("--backbone", default=None, help="Cache entry, when the cache holds several."),
-        click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+        click.option("--json", "json_out", default=None, type=click.Path(),
                      help="Write the full result, with per-fold numbers, to this JSON file."),
     ]
     for opt in reversed(opts):
@@ -60,11 +60,16 @@ def _load(cache, backbone):
     return load_features(cache, backbone=backbone)
 
 
+def _check_outputs(json_out, plots_dir=None):
+    """Fail at once, before any computing, when an output path cannot be written."""
+    check_writable(json_out, "--json")
+    check_writable(plots_dir, "--plots", folder=True)
+
+
 def _write_json(path, command, features, cache, payload):
-    doc = {"command": command, "cache": str(cache), "backbone": features.backbone, **payload}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2, allow_nan=False)
+    from featcache.jsonout import write_json
+    write_json(path, {"command": command, "cache": str(cache), "backbone": features.backbone,
+                      **payload})
     click.echo(f"JSON written to {path}")
 
 
@@ -75,14 +80,18 @@ def _floats(text, option):
         raise FeatcacheError(f"{option} takes comma-separated numbers, got {text!r}") from None
 
 
-def _grids(values):
-    """``--grid`` values: ``"0.1,1"`` for every head or ``"logreg=0.1,1"`` for one."""
+def _grids(values, heads: str):
+    """``--grid`` values: ``"0.1,1"`` for every head or ``"logreg=0.1,1"`` for one of ``heads``."""
     if not values:
         return None
     per_head, common = {}, None
+    swept = [h.strip() for h in heads.split(",") if h.strip()]
     for v in values:
         name, sep, nums = v.partition("=")
         if sep:
+            if name.strip() not in swept:
+                raise FeatcacheError(f"--grid {v!r} names head {name.strip()!r}, which is not "
+                                     f"among --heads ({', '.join(swept)})")
             per_head[name.strip()] = _floats(nums, "--grid")
         else:
             common = _floats(v, "--grid")
@@ -111,6 +120,7 @@ def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_
     if nested and reg is not None:
         raise FeatcacheError("--C and --nested exclude each other: --nested chooses C inside "
                              "each outer fold")
+    _check_outputs(json_out)
     features = _load(cache, backbone)
     kw = dict(folds=folds, repeats=repeats, seed=seed, metric=metric, progress=None,
               head_params={"reg": reg, **_weights(class_weight)})
@@ -147,7 +157,7 @@ def _grouping_note(features, folds, repeats, group_by, seed, plan):
 @click.option("--grid", multiple=True,
               help="Comma-separated values for all heads, or HEAD=v1,v2,... per head "
                    "(repeatable). Default: each head's own 10-value log grid.")
-@click.option("--plots", "plots_dir", default=None, type=click.Path(file_okay=False),
+@click.option("--plots", "plots_dir", default=None, type=click.Path(),
               help="Directory for regularisation_path.png and confusion_matrix.png.")
 @_tuning_options
 @_split_options
@@ -161,8 +171,10 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
     from featcache.evaluate import nested_cv
     from featcache.evaluate import sweep as run_sweep
     from featcache.report.tables import format_sweep
+    grids = _grids(grid, heads)
+    _check_outputs(json_out, plots_dir)
     features = _load(cache, backbone)
-    kw = dict(grids=_grids(grid), folds=folds, repeats=repeats, group_by=group_by, seed=seed,
+    kw = dict(grids=grids, folds=folds, repeats=repeats, group_by=group_by, seed=seed,
               metric=metric, progress=None, head_params=_weights(class_weight) or None)
     nest = nested_cv(features, heads, inner_folds=inner_folds, **kw) if nested else None
     res = nest.sweep if nested else run_sweep(features, heads, **kw)
@@ -192,7 +204,7 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
               help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
 @click.option("--fractions", default="0.1,0.2,0.35,0.5,0.75,1", show_default=True,
               help="Comma-separated fractions of each training fold to train on.")
-@click.option("--plots", "plots_dir", default=None, type=click.Path(file_okay=False),
+@click.option("--plots", "plots_dir", default=None, type=click.Path(),
               help="Directory for learning_curve.png.")
 @_split_options
 def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed, metric,
@@ -204,8 +216,10 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
     """
     from featcache.evaluate import learning_curve
     from featcache.report.tables import format_curve
+    fraction_values = _floats(fractions, "--fractions")
+    _check_outputs(json_out, plots_dir)
     features = _load(cache, backbone)
-    res = learning_curve(features, head, fractions=_floats(fractions, "--fractions"),
+    res = learning_curve(features, head, fractions=fraction_values,
                          folds=folds, repeats=repeats, group_by=group_by, seed=seed,
                          head_params={"reg": reg}, metric=metric, progress=None)
     click.echo(format_curve(res))
@@ -214,6 +228,7 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
         click.echo(note)
     if plots_dir:
         from featcache.report.plots import plot_learning_curve
-        click.echo(f"plot written: {plot_learning_curve(res, Path(plots_dir) / 'learning_curve.png')}")
+        png = plot_learning_curve(res, Path(plots_dir) / "learning_curve.png")
+        click.echo(f"plot written: {png}")
     if json_out:
         _write_json(json_out, "curve", features, cache, res.to_dict())

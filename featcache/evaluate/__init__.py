@@ -11,6 +11,8 @@ Public API (imported lazily, so ``import featcache.evaluate.neardup`` stays chea
 - :func:`nested_cv` -> :class:`NestedResult`: C tuned inside each outer fold.
 - :func:`evaluate_predictions` -> :class:`HeldoutReport`: held-out metrics with intervals.
 - :func:`groups_from_paths`, :func:`straddling_groups`: group helpers.
+- :mod:`featcache.evaluate.verdicts`: every threshold and rule behind the
+  plain-language verdicts of curve, audit, cv and diagnose.
 """
 from importlib import import_module
 
@@ -25,6 +27,7 @@ _EXPORTS = {
     "METRICS": "metrics",
     "NestedResult": "nested", "HeadNested": "nested", "nested_cv": "nested",
     "HeldoutReport": "heldout", "evaluate_predictions": "heldout",
+    "Verdict": "verdicts", "learning_curve_verdict": "verdicts",
 }
 
 __all__ = sorted(_EXPORTS)

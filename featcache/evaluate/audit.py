@@ -22,7 +22,6 @@ by a few files.
 """
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,9 @@ import numpy as np
 
 from featcache.errors import FeatcacheError
 from featcache.evaluate.neardup import knn_cosine, near_duplicate_groups
+from featcache.evaluate.verdicts import (cv_leak_finding, imbalance_finding,
+                                        near_duplicate_findings, unusable_grouping)
+from featcache.jsonout import jsonable, write_json
 
 KERAS_FLOW = "flow_from_directory"
 KERAS_DATASET = "image_dataset_from_directory"
@@ -162,24 +164,11 @@ class AuditReport:
     def to_dict(self) -> dict:
         keys = ("source", "summary", "findings", "class_balance", "exact_duplicate_groups",
                 "label_conflicts", "near_duplicate_groups", "near_duplicates", "splits")
-        return _jsonable({k: getattr(self, k) for k in keys})
+        return jsonable({k: getattr(self, k) for k in keys})
 
     def write_json(self, path) -> Path:
-        """Write ``to_dict()`` as indented JSON to ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+        """Write ``to_dict()`` as indented, strict JSON to ``path``."""
+        return write_json(path, self.to_dict())
 
 
 def class_balance(y, class_names) -> dict:
@@ -208,12 +197,13 @@ def _keras_splits(features, groups, validation_split, keras_seed) -> dict:
     return out
 
 
-def _featcache_cv(features, groups, folds, seed) -> dict:
+def _featcache_cv(features, groups, folds, seed, plan=None) -> dict:
     from featcache.evaluate.splits import make_splits  # the splits `featcache cv` uses
-    try:
-        plan = make_splits(features, folds=folds, seed=seed)
-    except FeatcacheError as exc:
-        return {"error": str(exc)}
+    if plan is None:
+        try:
+            plan = make_splits(features, folds=folds, seed=seed)
+        except FeatcacheError as exc:
+            return {"error": str(exc)}
     per_fold = [split_leakage(groups, tr, te) for tr, te in plan.splits]
     straddle = np.zeros(groups.max() + 1, dtype=bool)
     for tr, te in plan.splits:
@@ -226,7 +216,7 @@ def _featcache_cv(features, groups, folds, seed) -> dict:
 
 def audit(features, *, threshold=None, validation_split: float = 0.2,
           keras_seed: int = DEFAULT_KERAS_SEED, folds: int = 5, seed: int = 0,
-          k: int = 32, source: dict | None = None) -> AuditReport:
+          k: int = 32, source: dict | None = None, plan=None) -> AuditReport:
     """Audit features for duplicates, near-duplicates and split leakage.
 
     Parameters
@@ -243,6 +233,8 @@ def audit(features, *, threshold=None, validation_split: float = 0.2,
         featcache's own CV (stratified shuffled k-fold) to check.
     k : int
         Neighbours examined per image.
+    plan : SplitPlan, optional
+        featcache's random CV splits, when already built (``folds``/``seed`` are then unused).
 
     Returns
     -------
@@ -256,7 +248,7 @@ def audit(features, *, threshold=None, validation_split: float = 0.2,
                                         features.class_names)
     near = _group_lists(groups, features.paths)
     splits = _keras_splits(features, groups, validation_split, keras_seed)
-    splits["featcache_cv"] = _featcache_cv(features, groups, folds, seed)
+    splits["featcache_cv"] = _featcache_cv(features, groups, folds, seed, plan)
     balance = class_balance(features.y, features.class_names)
     summary = _summary(features, exact, conflicts, info, splits)
     report = AuditReport(summary, balance, [[str(features.paths[i]) for i in g] for g in exact],
@@ -308,22 +300,15 @@ def findings(report: AuditReport) -> list:
     if s["n_exact_duplicate_groups"]:
         out.append(f"{s['n_exact_duplicate_files']} files are byte-identical copies, in "
                    f"{s['n_exact_duplicate_groups']} groups.")
-    nd = report.near_duplicates
-    out.append(f"{s['n_images_in_near_duplicate_groups']} of {s['n_images']} images fall in "
-               f"{s['n_near_duplicate_groups']} near-duplicate groups (cosine >= "
-               f"{nd['threshold']:.4g}, {nd['threshold_source']} threshold: {nd['reason']}).")
-    if nd["largest_group"] > 0.5 * s["n_images"] and s["n_images"] >= 10:
-        out.append(f"One group holds {nd['largest_group']} images, over half the data: the "
-                   "threshold is probably too low for these features; pass --threshold.")
-    out += _split_findings(report.splits)
-    cb = report.class_balance
-    if cb["imbalance_ratio"] >= 1.5:
-        out.append(f"Classes are imbalanced: the largest is {cb['imbalance_ratio']:.1f}x the "
-                   f"smallest ({cb['smallest_class']!r}); read balanced accuracy, not accuracy.")
+    out += near_duplicate_findings(s, report.near_duplicates)
+    out += _split_findings(report.splits, report.groups)
+    imbalance = imbalance_finding(report.class_balance)
+    if imbalance:
+        out.append(imbalance)
     return out
 
 
-def _split_findings(splits) -> list:
+def _split_findings(splits, groups) -> list:
     out = []
     flow = splits[f"keras_{KERAS_FLOW}"]
     v = flow["validation_split"]
@@ -340,11 +325,7 @@ def _split_findings(splits) -> list:
     if "error" in cv:
         out.append(f"featcache CV could not be checked: {cv['error']}")
     else:
-        frac = cv["mean_val_fraction_with_train_duplicate"]
-        advice = (" Use --group-by near-duplicates in cv, sweep and curve." if frac > 0 else "")
-        out.append(f"featcache CV ({cv['description']}): on average {frac:.0%} of each "
-                   f"validation fold has a near-duplicate in training; "
-                   f"{cv['groups_straddling_any_fold']} groups straddle folds.{advice}")
+        out.append(cv_leak_finding(cv, unusable_grouping(groups, len(cv["per_fold"]))))
     return out
 
 

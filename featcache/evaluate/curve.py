@@ -20,17 +20,15 @@ import sklearn
 from sklearn.base import clone
 
 from featcache.errors import FeatcacheError
-from featcache.evaluate._heads import resolve_heads
-from featcache.evaluate.cv import _check_metric, _jsonable, _num, one_blas_thread, progress_bar
+from featcache.evaluate._common import prepare_run
+from featcache.evaluate.cv import one_blas_thread, progress_bar
 from featcache.evaluate.metrics import score
-from featcache.evaluate.splits import SplitPlan, as_features, make_splits
+from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import summarize
+from featcache.evaluate.verdicts import learning_curve_verdict
+from featcache.jsonout import jsonable, num
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
-RISING = 0.01
-"""Gain per doubling of data (score units) above which a curve still rises."""
-WIDE_GAP = 0.05
-"""Train minus validation score above which a head counts as overfitting."""
 
 
 @dataclass
@@ -72,40 +70,33 @@ class CurveResult:
         """Mean train minus validation score at the largest fraction."""
         return float(np.nanmean(self.train[-1]) - np.nanmean(self.val[-1]))
 
+    def verdict(self):
+        """The :func:`featcache.evaluate.verdicts.learning_curve_verdict` of this curve."""
+        return learning_curve_verdict(self.gain_per_doubling, self.final_gap, self.metric,
+                                      grouped=self.plan.groups is not None)
+
     def advice(self) -> str:
         """One plain sentence: more data, more regularisation, or neither.
 
-        Rising: ``gain_per_doubling >= RISING``; overfitting: ``final_gap > WIDE_GAP``.
+        The rules and thresholds live in :mod:`featcache.evaluate.verdicts`.
         """
-        gain, gap = self.gain_per_doubling, self.final_gap
-        if not np.isfinite(gain):
-            return "The curve has too few points to tell whether more data would help."
-        if gain >= RISING:
-            also = (f" Train is {gap:.3f} higher, so stronger regularisation may help too."
-                    if gap > WIDE_GAP else "")
-            return (f"Validation {self.metric} still rises by {gain:+.3f} per doubling of the "
-                    f"training data: more data should help.{also}")
-        if gap > WIDE_GAP:
-            return (f"Validation {self.metric} has levelled off ({gain:+.3f} per doubling) while "
-                    f"train is {gap:.3f} higher: regularise more rather than add data.")
-        return (f"Validation {self.metric} has levelled off ({gain:+.3f} per doubling) and train "
-                f"is close ({gap:+.3f}): the head is at capacity; try better features.")
+        return self.verdict().sentence
 
     def to_dict(self) -> dict:
         return {"head": self.head, "metric": self.metric, "fractions": list(self.fractions),
                 "n_train": list(self.n_train), "splits": self.plan.to_dict(),
-                "folds": {"train": [[_num(v) for v in r] for r in self.train],
-                          "val": [[_num(v) for v in r] for r in self.val]},
-                "summary": {"train": _jsonable(self.summary("train")),
-                            "val": _jsonable(self.summary("val"))},
-                "slope": _num(self.slope), "gain_per_doubling": _num(self.gain_per_doubling),
-                "tail": self.tail, "final_gap": _num(self.final_gap), "advice": self.advice()}
+                "folds": jsonable({"train": self.train, "val": self.val}),
+                "summary": jsonable({"train": self.summary("train"), "val": self.summary("val")}),
+                "slope": num(self.slope), "gain_per_doubling": num(self.gain_per_doubling),
+                "tail": self.tail, "final_gap": num(self.final_gap),
+                "verdict": self.verdict().kind, "advice": self.advice()}
 
 
 def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: int = 5,
                    repeats: int = 1, group_by=None, seed: int = 0, cv=None,
                    head_params: dict | None = None, metric: str = "accuracy",
-                   tail: float = 0.5, progress=False) -> CurveResult:
+                   tail: float = 0.5, progress=False, plan: SplitPlan | None = None
+                   ) -> CurveResult:
     """Validation and train score of one head as the training set grows.
 
     Parameters
@@ -122,16 +113,17 @@ def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: i
     tail : float, default 0.5
         Fractions >= ``tail`` (at least the last two) give the slope.
     progress : bool or None
+    plan : SplitPlan, optional
+        Splits from :func:`make_splits` to reuse (then the split arguments are ignored).
 
     Returns
     -------
     CurveResult
     """
-    _check_metric(metric)
     fr = _check_fractions(fractions)
-    features = as_features(data)
-    plan = make_splits(features, folds, repeats, group_by, seed, cv)
-    ests = resolve_heads(head, head_params, seed)
+    features, plan, ests = prepare_run(data, head, folds=folds, repeats=repeats,
+                                       group_by=group_by, seed=seed, cv=cv,
+                                       head_params=head_params, metric=metric, plan=plan)
     if len(ests) != 1:
         raise FeatcacheError(f"a learning curve takes one head, got {', '.join(ests)}")
     (name, est), = ests.items()
@@ -150,7 +142,7 @@ def _curve_scores(features, est, fractions, plan, metric, seed, progress):
     rng = np.random.default_rng(seed)
     with progress_bar(F * J, "curve", progress) as bar, one_blas_thread():
         for j, (tr, te) in enumerate(plan.splits):
-            order, ends = _training_order(tr, y, plan.groups, rng)
+            order, ends = training_order(tr, y, plan.groups, rng)
             for i, f in enumerate(fractions):
                 cut = ends[min(np.searchsorted(ends, f * len(tr) - 1e-9), len(ends) - 1)]
                 sub = order[:max(2, cut)]
@@ -164,7 +156,7 @@ def _curve_scores(features, est, fractions, plan, metric, seed, progress):
     return train, val, sizes
 
 
-def _training_order(tr, y, groups, rng):
+def training_order(tr, y, groups, rng):
     """Rows of ``tr`` in stratified random order, and the allowed prefix lengths.
 
     Without groups every prefix length is allowed. With groups, whole groups

@@ -14,13 +14,14 @@ import sklearn
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
-from featcache.errors import FeatcacheError
-from featcache.evaluate._heads import resolve_heads
-from featcache.evaluate.metrics import BOUNDS, METRICS, SCORE_METRICS, fold_scores
-from featcache.evaluate.splits import SplitPlan, as_features, make_splits, straddling_groups
+from featcache.evaluate._common import prepare_run
+from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
+from featcache.evaluate.splits import SplitPlan, make_splits, straddling_groups
 from featcache.evaluate.stats import compare_to_best, summarize
+from featcache.evaluate.verdicts import split_verdict
+from featcache.jsonout import jsonable
 
-FOLD_KEYS = METRICS + ("train_accuracy", "gap", "fit_time")
+FOLD_KEYS = METRICS + ("train_accuracy", "train_score", "gap", "fit_time")
 
 
 def progress_bar(total, desc, progress):
@@ -44,7 +45,8 @@ class HeadCV:
     ----------
     name : str
     params : dict, the head's ``get_params(deep=False)`` (repr'd when not JSON-able).
-    folds : dict metric -> list of float, one entry per split (see ``FOLD_KEYS``).
+    folds : dict metric -> list of float, one entry per split (see ``FOLD_KEYS``);
+        ``train_score`` and ``gap`` are in the run's ranking metric.
     summary : dict metric -> dict(mean, std, ci_low, ci_high, n).
     confusion : int ndarray (K, K), validation confusion summed over splits.
     """
@@ -57,9 +59,7 @@ class HeadCV:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "params": self.params,
-                "folds": {k: [_num(v) for v in vals] for k, vals in self.folds.items()},
-                "summary": {k: {kk: _num(vv) for kk, vv in s.items()}
-                            for k, s in self.summary.items()},
+                "folds": jsonable(self.folds), "summary": jsonable(self.summary),
                 "confusion": self.confusion.tolist()}
 
 
@@ -97,12 +97,13 @@ class CVResult(PairedRun):
         return {"metric": self.metric, "splits": self.plan.to_dict(),
                 "class_names": list(self.class_names),
                 "heads": {k: h.to_dict() for k, h in self.heads.items()},
-                "comparison": _jsonable(self.comparison)}
+                "comparison": jsonable(self.comparison)}
 
 
 def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int = 1,
                          group_by=None, seed: int = 0, cv=None, head_params: dict | None = None,
-                         metric: str = "accuracy", progress=False) -> CVResult:
+                         metric: str = "accuracy", progress=False,
+                         plan: SplitPlan | None = None) -> CVResult:
     """Cross-validate one or more heads on the same splits.
 
     Parameters
@@ -120,15 +121,16 @@ def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int =
         Ranks heads for the paired comparison (one of ``SCORE_METRICS``).
     progress : bool or None
         Show a progress bar on stderr (None: only on a terminal).
+    plan : SplitPlan, optional
+        Splits from :func:`make_splits` to reuse (then the split arguments are ignored).
 
     Returns
     -------
     CVResult
     """
-    _check_metric(metric)
-    features = as_features(data)
-    plan = make_splits(features, folds, repeats, group_by, seed, cv)
-    ests = resolve_heads(heads, head_params, seed)
+    features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
+                                       group_by=group_by, seed=seed, cv=cv,
+                                       head_params=head_params, metric=metric, plan=plan)
     return run_cv(features, ests, plan, metric, progress)
 
 
@@ -146,7 +148,8 @@ def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=F
                     t0 = time.perf_counter()
                     est = clone(head).fit(Xtr, ytr)
                     fit_time = time.perf_counter() - t0
-                    scores, fold_cm = fold_scores(est, Xtr, ytr, X[te], y[te], K)
+                    scores, fold_cm = fold_scores(est, Xtr, ytr, X[te], y[te], K,
+                                                   metric=metric)
                 for k, v in {**scores, "fit_time": fit_time}.items():
                     folds[k].append(v)
                 cm += fold_cm
@@ -208,53 +211,21 @@ def compare_random_grouped(data, heads="logreg", *, group_by="near-duplicates",
     -------
     SplitComparison
     """
-    _check_metric(metric)
-    features = as_features(data)
-    grouped_plan = make_splits(features, folds, repeats, group_by, seed)
+    features, grouped_plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
+                                               group_by=group_by, seed=seed,
+                                               head_params=head_params, metric=metric)
     random_plan = make_splits(features, folds, repeats, None, seed)
-    ests = resolve_heads(heads, head_params, seed)
     grouped = run_cv(features, ests, grouped_plan, metric, progress)
     random = run_cv(features, ests, random_plan, metric, progress)
     n = straddling_groups(random_plan.splits, grouped_plan.groups)
     best = grouped.best
-    r, g = random.heads[best].summary[metric]["mean"], grouped.heads[best].summary[metric]["mean"]
     what = ("near-duplicate groups" if grouped_plan.group_by == "near-duplicates"
             else "groups")
-    if n:
-        effect = (f"so the random score is inflated by {r - g:.3f}" if r > g else
-                  "so the random score validates on near-copies of training rows, even "
-                  "though it is not higher here")
-        verdict = (f"Believe the grouped score ({best}: {metric} {g:.3f}, not {r:.3f}): random "
-                   f"splits put {n} {what} on both sides of a split, {effect}.")
-    else:
-        verdict = (f"No group straddles the random splits, so both scores are honest "
-                   f"({metric} {r:.3f} random, {g:.3f} grouped).")
-    return SplitComparison(random, grouped, n, "grouped" if n else "random", verdict)
-
-
-def _check_metric(metric):
-    if metric not in SCORE_METRICS:
-        raise FeatcacheError(f"metric must be one of {', '.join(SCORE_METRICS)}, got {metric!r}")
+    v = split_verdict(best, metric, random.heads[best].summary[metric]["mean"],
+                      grouped.heads[best].summary[metric]["mean"], n, what)
+    return SplitComparison(random, grouped, n, v.kind, v.sentence)
 
 
 def _params(est):
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
             for k, v in est.get_params(deep=False).items()}
-
-
-def _num(v):
-    v = float(v)
-    return v if np.isfinite(v) else None
-
-
-def _jsonable(obj):
-    """Replace numpy scalars and non-finite floats so ``json.dump`` accepts ``obj``."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return _num(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

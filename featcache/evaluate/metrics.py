@@ -20,7 +20,7 @@ SCORE_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 
 
 BOUNDS = {"accuracy": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0), "f1_macro": (0.0, 1.0),
-          "train_accuracy": (0.0, 1.0), "gap": (-1.0, 1.0), "log_loss": (0.0, float("inf"))}
+          "train_accuracy": (0.0, 1.0), "train_score": (0.0, 1.0), "gap": (-1.0, 1.0), "log_loss": (0.0, float("inf"))}
 """Range of each fold metric, used to clip confidence intervals."""
 
 
@@ -60,22 +60,30 @@ def proba_log_loss(est, X, y, n_classes: int) -> float:
     return float(log_loss(y, proba, labels=np.arange(n_classes)))
 
 
-def fold_scores(est, X_train, y_train, X_val, y_val, n_classes: int, with_loss: bool = True):
+def fold_scores(est, X_train, y_train, X_val, y_val, n_classes: int, with_loss: bool = True,
+                metric: str = "accuracy"):
     """All featcache metrics of a fitted estimator on one split.
+
+    ``metric`` is the metric the run ranks by: the train score and the gap are
+    computed in it, so a gap never mixes accuracy with another metric.
 
     Returns
     -------
     scores : dict
         ``accuracy``, ``balanced_accuracy``, ``f1_macro``, ``log_loss`` (NaN
         when the head has no probabilities or ``with_loss`` is False),
-        ``train_accuracy`` and ``gap`` (train minus validation accuracy).
+        ``train_accuracy``, ``train_score`` (train score in ``metric``) and
+        ``gap`` (train minus validation score, both in ``metric``).
     confusion : int ndarray (n_classes, n_classes)
         Rows are true classes, columns predictions, on the validation fold.
     """
     pred = est.predict(X_val)
     out = {m: score(m, y_val, pred) for m in SCORE_METRICS}
     out["log_loss"] = proba_log_loss(est, X_val, y_val, n_classes) if with_loss else np.nan
-    out["train_accuracy"] = score("accuracy", y_train, est.predict(X_train))
-    out["gap"] = out["train_accuracy"] - out["accuracy"]
+    train_pred = est.predict(X_train)
+    out["train_accuracy"] = score("accuracy", y_train, train_pred)
+    out["train_score"] = (out["train_accuracy"] if metric == "accuracy"
+                          else score(metric, y_train, train_pred))
+    out["gap"] = out["train_score"] - out[metric]
     cm = confusion_matrix(y_val, pred, labels=np.arange(n_classes))
     return out, cm

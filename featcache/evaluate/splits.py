@@ -109,12 +109,25 @@ def check_features(features: Features, folds: int | None = None) -> None:
     if folds is not None:
         if int(folds) < 2:
             raise FeatcacheError(f"--folds must be at least 2, got {folds}")
-        smallest = present[np.argmin(counts[present])]
-        if counts[smallest] < folds:
-            raise FeatcacheError(
-                f"class {features.class_names[smallest]!r} has only {counts[smallest]} samples, "
-                f"too few for {folds}-fold cross-validation (each fold needs one per class); "
-                f"use --folds {max(2, counts[smallest])} or fewer, or add images")
+        _check_class_sizes(features.class_names, counts, present, int(folds))
+
+
+def _check_class_sizes(class_names, counts, present, folds):
+    """Advice that works: fewer folds only when every class can fill two folds."""
+    single = [class_names[c] for c in present if counts[c] < 2]
+    if single:
+        names = ", ".join(repr(n) for n in single)
+        raise FeatcacheError(
+            f"class{'es' * (len(single) > 1)} {names} ha{'ve' if len(single) > 1 else 's'} only "
+            "1 sample; cross-validation needs at least 2 per class (one to train on, one to "
+            "validate), whatever --folds is: add images to it, merge it into another class "
+            "folder, or drop its rows (Features.subset in Python)")
+    smallest = present[np.argmin(counts[present])]
+    if counts[smallest] < folds:
+        raise FeatcacheError(
+            f"class {class_names[smallest]!r} has only {counts[smallest]} samples, "
+            f"too few for {folds}-fold cross-validation (each fold needs one per class); "
+            f"use --folds {counts[smallest]} or fewer, or add images")
 
 
 def groups_from_paths(paths, group_by: str):

@@ -11,14 +11,15 @@ import numpy as np
 import sklearn
 
 from featcache.errors import FeatcacheError
-from featcache.evaluate._heads import default_grid, fit_path, reg_param, resolve_heads
-from featcache.evaluate.cv import (PairedRun, _check_metric, _jsonable, _num, one_blas_thread,
-                                   progress_bar)
+from featcache.evaluate._common import prepare_run
+from featcache.evaluate._heads import default_grid, fit_path, reg_param
+from featcache.evaluate.cv import PairedRun, one_blas_thread, progress_bar
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
-from featcache.evaluate.splits import as_features, make_splits
+from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import compare_to_best, summarize
+from featcache.jsonout import jsonable
 
-SWEEP_KEYS = METRICS + ("train_accuracy", "gap")
+SWEEP_KEYS = METRICS + ("train_accuracy", "train_score", "gap")
 
 
 @dataclass
@@ -32,7 +33,8 @@ class HeadSweep:
     grid : list of float, the values in the order given.
     scores : dict metric -> ndarray (n_settings, n_splits); metrics are
         ``accuracy``, ``balanced_accuracy``, ``f1_macro``, ``log_loss``,
-        ``train_accuracy`` and ``gap``.
+        ``train_accuracy``, ``train_score`` and ``gap`` (train minus validation,
+        both in the ranking metric).
     confusion : int ndarray (n_settings, K, K), summed over splits.
     best_index : int, the setting with the best mean ranking metric.
     stronger_when_larger : bool or None, direction of the parameter.
@@ -59,9 +61,8 @@ class HeadSweep:
         return {"name": self.name, "param": self.param, "grid": list(self.grid),
                 "best_index": self.best_index, "best_value": self.best_value,
                 "stronger_when_larger": self.stronger_when_larger,
-                "folds": {k: [[_num(v) for v in row] for row in a]
-                          for k, a in self.scores.items()},
-                "summary": {k: _jsonable(self.summary(k, n_train, n_test)) for k in self.scores},
+                "folds": jsonable(self.scores),
+                "summary": {k: jsonable(self.summary(k, n_train, n_test)) for k in self.scores},
                 "best_confusion": self.confusion[self.best_index].tolist()}
 
 
@@ -86,12 +87,13 @@ class SweepResult(PairedRun):
                 "best_settings": {k: {"param": h.param, "value": h.best_value}
                                   for k, h in self.heads.items()},
                 "heads": {k: h.to_dict(n_tr, n_te) for k, h in self.heads.items()},
-                "comparison": _jsonable(self.comparison)}
+                "comparison": jsonable(self.comparison)}
 
 
 def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 5,
           repeats: int = 1, group_by=None, seed: int = 0, cv=None, param: str | None = None,
-          head_params: dict | None = None, metric: str = "accuracy", progress=False):
+          head_params: dict | None = None, metric: str = "accuracy", progress=False,
+          plan: SplitPlan | None = None):
     """Sweep each head's regularisation strength on one shared set of splits.
 
     Parameters
@@ -111,15 +113,17 @@ def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 
     metric : str, default "accuracy"
         Picks the best setting per head and the best head.
     progress : bool or None
+    plan : SplitPlan, optional
+        Splits from :func:`make_splits` to reuse (then the split arguments are ignored).
 
     Returns
     -------
     SweepResult
     """
-    _check_metric(metric)
-    features = as_features(data)
-    plan = make_splits(features, folds, repeats, group_by, seed, cv)
-    ests = resolve_heads(heads, head_params, seed)
+    features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
+                                       group_by=group_by, seed=seed, cv=cv,
+                                       head_params=head_params, metric=metric, plan=plan)
+    check_grid_names(grids, ests)
     grid_of = {name: _grid(name, est, grids) for name, est in ests.items()}
     out = {}
     with progress_bar(len(ests) * plan.n_splits, "sweep", progress) as bar, one_blas_thread():
@@ -128,6 +132,15 @@ def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 
     best_scores = {k: h.scores[metric][h.best_index] for k, h in out.items()}
     comparison = compare_to_best(best_scores, plan.n_train, plan.n_test)
     return SweepResult(out, plan, list(features.class_names), metric, comparison)
+
+
+def check_grid_names(grids, heads) -> None:
+    """Raise FeatcacheError when a per-head ``grids`` dict names a head not swept."""
+    if isinstance(grids, dict):
+        unknown = sorted(set(grids) - set(heads))
+        if unknown:
+            raise FeatcacheError(f"grids= names {', '.join(map(repr, unknown))}, not among the "
+                                 f"heads swept ({', '.join(heads)})")
 
 
 def _grid(name, est, grids):
@@ -150,7 +163,7 @@ def _sweep_head(features, name, est, grid, plan, param, metric, bar):
         Xtr, ytr, Xte, yte = X[tr], y[tr], X[te], y[te]  # copy once per fold, not per model
         with sklearn.config_context(assume_finite=True):  # make_splits checked finiteness
             models = fit_path(est, Xtr, ytr, grid, param)
-            folds = [fold_scores(m, Xtr, ytr, Xte, yte, K) for m in models]
+            folds = [fold_scores(m, Xtr, ytr, Xte, yte, K, metric=metric) for m in models]
         for s, (fold, fold_cm) in enumerate(folds):
             for k in SWEEP_KEYS:
                 scores[k][s, j] = fold[k]

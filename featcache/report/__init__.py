@@ -4,7 +4,9 @@
   ``format_sweep``, ``format_curve`` (strings the CLI prints), ``pm``, ``render``.
 - :mod:`featcache.report.plots`: ``plot_regularisation_path``,
   ``plot_confusion_matrix``, ``plot_learning_curve`` (PNG files).
-- :mod:`featcache.report.html`: the diagnose report.
+- :mod:`featcache.report.html`: the self-contained HTML page.
+- :mod:`featcache.report.diagnosis`: ``write_diagnosis`` (HTML, PNGs, JSON of a Diagnosis).
+- :mod:`featcache.report.outputs`: ``check_writable``, run before any computing.
 
 Sub-modules are imported explicitly, so reading tables never imports matplotlib.
 """

@@ -49,7 +49,7 @@ def plot_regularisation_path(result, path) -> Path:
     for ax, h in zip(axes, heads):
         x = np.asarray(h.grid, dtype=float)
         order = np.argsort(x)
-        _band(ax, x[order], h.scores["train_accuracy"][order], _TRAIN, "train accuracy")
+        _band(ax, x[order], h.scores["train_score"][order], _TRAIN, f"train {result.metric}")
         _band(ax, x[order], h.scores[result.metric][order], _VAL, f"validation {result.metric}")
         ax.axvline(h.best_value, color="grey", ls=":", lw=1,
                    label=f"best {h.param}={h.best_value:.3g}")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 
 _CV_COLUMNS = (("accuracy", "accuracy"), ("balanced_accuracy", "bal. acc"),
-               ("f1_macro", "macro-F1"), ("log_loss", "log-loss"),
-               ("train_accuracy", "train acc"), ("gap", "gap"))
+               ("f1_macro", "macro-F1"), ("log_loss", "log-loss"))
+"""Validation columns; then train and gap, in the ranking metric (see ``format_cv``)."""
 
 
 def pm(summary: dict, digits: int = 3) -> str:
@@ -46,9 +46,10 @@ def render(header, rows) -> str:
 def format_cv(result) -> str:
     """Table head x metric (mean ± std), the interval of the ranking metric and the tests."""
     m = result.metric
-    header = ["head"] + [label for _, label in _CV_COLUMNS] + [f"95% CI {m}"]
-    rows = [[name] + [pm(h.summary[k]) for k, _ in _CV_COLUMNS] + [interval(h.summary[m])]
-            for name, h in result.heads.items()]
+    header = (["head"] + [label for _, label in _CV_COLUMNS]
+              + [f"train {m}", f"gap ({m})", f"95% CI {m}"])
+    rows = [[name] + [pm(h.summary[k]) for k, _ in _CV_COLUMNS + (("train_score", ""), ("gap", ""))]
+            + [interval(h.summary[m])] for name, h in result.heads.items()]
     lines = [f"splits: {result.plan.description}", render(header, rows)]
     lines += format_tests(result.comparison, m)
     return "\n".join(lines)
@@ -89,12 +90,12 @@ def format_sweep(result) -> str:
     n_tr, n_te = result.plan.n_train, result.plan.n_test
     lines = [f"splits: {result.plan.description}"]
     for name, h in result.heads.items():
-        val, train = h.summary(m, n_tr, n_te), h.summary("train_accuracy")
+        val, train = h.summary(m, n_tr, n_te), h.summary("train_score")
         gap, loss = h.summary("gap"), h.summary("log_loss")
         rows = [[("* " if s == h.best_index else "  ") + f"{v:.4g}", pm(val[s]), pm(train[s]),
                  pm(gap[s]), pm(loss[s])] for s, v in enumerate(h.grid)]
         lines += ["", f"{name} ({h.param})",
-                  render([h.param, m, "train acc", "gap", "log-loss"], rows)]
+                  render([h.param, m, f"train {m}", "gap", "log-loss"], rows)]
     lines.append("")
     lines.append("best setting per head: " + ", ".join(
         f"{k} {h.param}={h.best_value:.4g} ({pm(h.summary(m)[h.best_index])})"
