@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from featcache.errors import FeatcacheError
+from featcache.jsonout import num
 
 N_BINS = 15
 """Equal-width confidence bins of the expected calibration error."""
@@ -93,17 +94,17 @@ class HeldoutReport:
         """JSON-safe dict (NaN becomes None)."""
         return {"n": int(self.n), "class_names": list(self.class_names),
                 **{m: _interval_dict(getattr(self, m)) for m in METRIC_NAMES},
-                "per_class": [{"class": c, "recall": _num(r), "support": int(s)}
+                "per_class": [{"class": c, "recall": num(r), "support": int(s)}
                               for c, r, s in zip(self.class_names, self.recall, self.support)],
                 "confusion": np.asarray(self.confusion).tolist(),
-                "ece": _num(self.ece), "ece_bins": N_BINS,
-                "reliability": {k: [_num(v) for v in vals]
+                "ece": num(self.ece), "ece_bins": N_BINS,
+                "reliability": {k: [num(v) for v in vals]
                                 for k, vals in self.reliability.items()},
                 "missing_classes": list(self.missing_classes),
                 "bootstrap": {"n_boot": int(self.n_boot), "seed": int(self.seed),
                               "method": "percentile, stratified by true class"},
                 "misclassified": [{"path": m.path, "true": m.true, "predicted": m.predicted,
-                                   "prob": _num(m.prob)} for m in self.misclassified],
+                                   "prob": num(m.prob)} for m in self.misclassified],
                 "notes": self.notes()}
 
     def summary(self) -> str:
@@ -274,10 +275,5 @@ def _check(y_true, probs, class_names, paths, n_boot):
     return y.astype(np.int64), p
 
 
-def _num(v):
-    v = float(v)
-    return v if np.isfinite(v) else None
-
-
 def _interval_dict(t):
-    return {"value": _num(t[0]), "ci_low": _num(t[1]), "ci_high": _num(t[2])}
+    return {"value": num(t[0]), "ci_low": num(t[1]), "ci_high": num(t[2])}

@@ -14,6 +14,7 @@ import sklearn
 from sklearn.base import clone
 
 from featcache.errors import FeatcacheError
+from featcache.jsonout import jsonable, num
 from featcache.evaluate._heads import resolve_heads
 from featcache.evaluate.cv import one_blas_thread, progress_bar
 from featcache.evaluate.metrics import BOUNDS, SCORE_METRICS, fold_scores
@@ -55,9 +56,9 @@ class HeadNested:
     def to_dict(self) -> dict:
         return {"name": self.name, "param": self.param, "grid": list(self.grid),
                 "chosen": [float(c) for c in self.chosen],
-                "folds": {k: [_num(v) for v in vals] for k, vals in self.folds.items()},
-                "summary": {k: _plain(s) for k, s in self.summary.items()},
-                "best_of_sweep": {"value": float(self.best_value), **_plain(self.best_of_sweep)}}
+                "folds": {k: [num(v) for v in vals] for k, vals in self.folds.items()},
+                "summary": {k: jsonable(s) for k, s in self.summary.items()},
+                "best_of_sweep": {"value": float(self.best_value), **jsonable(self.best_of_sweep)}}
 
 
 @dataclass
@@ -89,7 +90,7 @@ class NestedResult:
         return {"metric": self.metric, "outer_splits": self.plan.to_dict(),
                 "inner_folds": self.inner_folds, "class_names": list(self.class_names),
                 "heads": {k: h.to_dict() for k, h in self.heads.items()},
-                "comparison": _plain(self.comparison), "explanation": self.explanation}
+                "comparison": jsonable(self.comparison), "explanation": self.explanation}
 
     def summary(self) -> str:
         """Text table: nested score and interval next to best of sweep, and the chosen values."""
@@ -193,21 +194,3 @@ def _head_result(name, swept, fold_results, plan, metric):
     best = swept.summary(metric, plan.n_train, plan.n_test)[swept.best_index]
     return HeadNested(name, swept.param, list(swept.grid), [c for c, _ in fold_results], folds,
                       summary, best, swept.best_value)
-
-
-def _num(v):
-    v = float(v)
-    return v if np.isfinite(v) else None
-
-
-def _plain(obj):
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return _num(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from featcache.jsonout import write_json
 from featcache.report.html import Section, render_html
 from featcache.report.plots import plot_confusion_matrix
 
@@ -48,8 +48,7 @@ def write_heldout_report(report, out_dir) -> list:
                                    out / "confusion_matrix.png",
                                    f"Held-out test set: counts of {report.n} images")
     rel_png = plot_reliability(report, out / "reliability.png")
-    js = out / "report.json"
-    js.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+    js = write_json(out / "report.json", report.to_dict())
     page = out / "report.html"
     page.write_text(render_report_html(report, cm_png, rel_png), encoding="utf-8")
     return [cm_png, rel_png, js, page]
