@@ -264,19 +264,20 @@ def test_weighted_logistic_matches_sklearn(class_weight):
     np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(Xs), atol=2e-3)
 
 
-@pytest.mark.parametrize("n, batch", [(100, 16), (135, 16), (1000, 64),
-                                      (4500, 512), (100_000, 512)])
+@pytest.mark.parametrize("n, batch", [(60, 16), (100, 16), (270, 64), (1000, 128),
+                                      (3600, 512), (100_000, 512)])
 def test_auto_batch_size_gives_enough_steps(n, batch):
     assert auto_batch_size(n) == batch
-    assert n // batch >= 6 or batch == 16
+    assert n // batch >= 4 or batch == 16
 
 
 def test_default_softmax_learns_a_small_set():
-    # 150 rows: with the old fixed batch of 512, one step per epoch, early
-    # stopping ended training at chance level
-    X, y = make_classification(150, 20, n_informative=5, n_classes=3,
-                               n_clusters_per_class=1, class_sep=2.0, random_state=0)
-    assert SoftmaxHead().fit(X, y).score(X, y) > 0.9
+    # sklearn's check_classifiers_train data: with the old fixed batch of 512
+    # (one step per epoch, 100 steps in all) it reached only 0.65 accuracy
+    from sklearn.datasets import make_blobs
+    X, y = make_blobs(n_samples=300, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    assert SoftmaxHead().fit(X, y).score(X, y) > 0.85
 
 
 def test_one_blas_limit_for_nested_fits(monkeypatch):
