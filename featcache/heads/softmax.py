@@ -265,9 +265,11 @@ class _KerasTrainer:
         n = len(train_xy[0])
         batch = auto_batch_size(n) if head.batch_size == "auto" else head.batch_size
         # shuffle row indices, not rows: refilling a buffer of feature rows
-        # every epoch cost more than the training step itself
-        data = (tf.data.Dataset.range(n).shuffle(n, seed=head.seed)
-                .batch(batch).map(rows).prefetch(2))
+        # every epoch cost more than the training step itself; and repeat, so
+        # one iterator serves every epoch (re-creating it each epoch cost 4x
+        # the training on a 300-row set)
+        data = (tf.data.Dataset.range(n).shuffle(n, seed=head.seed).batch(batch)
+                .repeat().map(rows).prefetch(2))
         callbacks = []
         if val_xy is not None:
             callbacks = [_val_loss_callback(val_xy), keras.callbacks.EarlyStopping(
@@ -275,6 +277,7 @@ class _KerasTrainer:
                 restore_best_weights=True)]
         with _seeded(head.seed):
             hist = self.model.fit(data, epochs=head.epochs, callbacks=callbacks,
+                                  steps_per_epoch=-(-n // batch),
                                   shuffle=False, verbose=0)
         W, b = self.model.layers[-1].get_weights()
         history = {key: [float(v) for v in vals]
