@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 import featcache
 
@@ -27,7 +28,9 @@ def test_min_constraints_pin_every_floor():
              project["dependencies"] + project["optional-dependencies"]["test"]]
     assert [line.split("==")[0] for line in out] == names
     pins = dict(line.split("==") for line in out)
-    assert pins["scikit-learn"] >= "1.6"  # validate_data appeared in 1.6
+    # validate_data needs 1.6; l1_ratio alone selects L1 and StratifiedGroupKFold
+    # shuffles groups with their class counts from 1.8
+    assert Version(pins["scikit-learn"]) >= Version("1.8")
 
 
 def test_min_constraints_refuse_a_dependency_without_floor(tmp_path):
@@ -65,3 +68,16 @@ def test_dir_lists_the_public_api():
     assert "import_module" not in names
     for name in featcache.__all__:
         assert getattr(featcache, name) is not None
+
+
+def test_grouped_splits_stay_stratified_on_the_sklearn_floor():
+    # Below scikit-learn 1.8, StratifiedGroupKFold(shuffle=True) shuffled the per-group
+    # class counts without the groups: this split then trained on one class.
+    import numpy as np
+
+    from featcache.evaluate import make_splits
+    sizes, labels = (1, 1, 2, 1), (0, 0, 1, 1)
+    y = np.repeat(labels, sizes)
+    X = np.random.default_rng(2).normal(size=(len(y), 3))
+    plan = make_splits((X, y), folds=2, repeats=2, group_by=np.repeat(np.arange(4), sizes), seed=2)
+    assert all(len(np.unique(y[tr])) == 2 for tr, _ in plan.splits)

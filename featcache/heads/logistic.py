@@ -119,9 +119,12 @@ class LogisticHead(LinearDecisionMixin, BaseHead):
     def _saga_path(self, Xs, y_enc, values, sw):
         from sklearn.linear_model import LogisticRegression
         l1_ratio = 1.0 if self.penalty == "l1" else float(self.l1_ratio)
-        model = LogisticRegression(**saga_penalty(l1_ratio), solver="saga",
-                                   tol=self.tol, max_iter=self.max_iter,
-                                   warm_start=True, random_state=0)
+        # l1_ratio alone sets the penalty from scikit-learn 1.8 (our floor);
+        # before 1.8 it was ignored without penalty="elasticnet" and an L2
+        # model was fitted silently
+        model = LogisticRegression(l1_ratio=l1_ratio, solver="saga", tol=self.tol,
+                                   max_iter=self.max_iter, warm_start=True,
+                                   random_state=0)
         for C in values:
             model.set_params(C=C)
             with warnings.catch_warnings():
@@ -130,15 +133,3 @@ class LogisticHead(LinearDecisionMixin, BaseHead):
             yield (model.coef_.T.copy(), model.intercept_.copy(),
                    int(np.max(model.n_iter_)))
 
-
-def saga_penalty(l1_ratio):
-    """``LogisticRegression`` arguments for an L1 share of ``l1_ratio``.
-
-    scikit-learn < 1.8 reads ``l1_ratio`` only with ``penalty="elasticnet"``
-    (without it, an L2 model is fitted silently); 1.8 deprecates ``penalty``
-    and reads ``l1_ratio`` alone. ``l1_ratio=1`` is the pure L1 penalty.
-    """
-    from sklearn.linear_model import LogisticRegression
-    if LogisticRegression().get_params().get("penalty") == "deprecated":
-        return {"l1_ratio": l1_ratio}
-    return {"penalty": "elasticnet", "l1_ratio": l1_ratio}
