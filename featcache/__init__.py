@@ -5,10 +5,11 @@ heads or evaluation does not pay TensorFlow's start-up cost.
 """
 from importlib import import_module
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the single source: pyproject.toml reads it from here
 
 _EXPORTS = {
     "FeatcacheError": "featcache.errors",
+    "InvalidParameterError": "featcache.errors",
     "Features": "featcache.features",
     "embed": "featcache.embedding",
     "load_features": "featcache.cache",
@@ -28,6 +29,11 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+def __dir__():
+    """The public API (what ``__all__`` lists) and ``__version__``."""
+    return sorted([*__all__, "__version__"])
 
 
 def __getattr__(name):

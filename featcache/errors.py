@@ -7,3 +7,12 @@ Anything else is a bug and keeps its traceback.
 
 class FeatcacheError(Exception):
     """A user-facing error whose message says what to do."""
+
+
+class InvalidParameterError(FeatcacheError, ValueError):
+    """A constructor parameter of a featcache estimator has a value it cannot take.
+
+    Raised from ``fit`` (as scikit-learn does), with a message naming the
+    parameter, the estimator, the accepted values and the value given. Also a
+    ``ValueError``, so scikit-learn's tools treat it as a parameter error.
+    """

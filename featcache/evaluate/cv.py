@@ -31,10 +31,9 @@ def progress_bar(total, desc, progress):
 
 
 def one_blas_thread():
-    """Limit BLAS to one thread while scoring: on small shared machines two
-    OpenBLAS threads were measured several times slower than one."""
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
+    """One BLAS thread while scoring (see :func:`featcache.threads.blas_thread_limit`)."""
+    from featcache.threads import blas_thread_limit
+    return blas_thread_limit(1)
 
 
 @dataclass

@@ -4,14 +4,16 @@
 Every head standardises its features inside ``fit`` (training rows only),
 declares ``reg_param`` / ``default_grid`` / ``stronger_when_larger`` and
 implements the fast ``fit_path`` contract documented on
-:class:`PathHeadMixin` (read that docstring before sweeping).
+:class:`BaseHead` (read that docstring before sweeping). Bad parameter
+values raise :class:`~featcache.errors.InvalidParameterError` from ``fit``,
+checked against each head's constraint table ``_parameter_constraints``.
 
 TensorFlow is imported lazily, only when a ``SoftmaxHead`` is fitted.
 """
 from __future__ import annotations
 
-from featcache.errors import FeatcacheError
-from featcache.heads._base import HeadInputError, PathHeadMixin
+from featcache.errors import FeatcacheError, InvalidParameterError
+from featcache.heads._base import BaseHead, HeadInputError
 from featcache.heads.logistic import LogisticHead
 from featcache.heads.softmax import SoftmaxHead
 from featcache.heads.svm import LinearSVMHead
@@ -23,7 +25,7 @@ HEADS = {
 }
 
 __all__ = ["HEADS", "get_head", "LogisticHead", "LinearSVMHead", "SoftmaxHead",
-           "PathHeadMixin", "HeadInputError"]
+           "BaseHead", "HeadInputError"]
 
 
 def get_head(name, **params):
@@ -52,6 +54,6 @@ def get_head(name, **params):
     valid = cls._get_param_names()
     bad = sorted(set(params) - set(valid))
     if bad:
-        raise FeatcacheError(f"head {name!r} has no parameter(s) {', '.join(bad)}; "
+        raise InvalidParameterError(f"head {name!r} has no parameter(s) {', '.join(bad)}; "
                              f"valid parameters: {', '.join(valid)}")
     return cls(**params)

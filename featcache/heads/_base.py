@@ -1,5 +1,5 @@
-"""Shared pieces of every head: the regularisation-path contract, input checks,
-BLAS thread pinning and the linear decision helpers.
+"""Shared pieces of every head: the regularisation-path contract, parameter and
+input checks, class weights and the linear decision helpers.
 
 Kept free of TensorFlow: only :mod:`featcache.heads.softmax` imports it, lazily.
 """
@@ -8,28 +8,19 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-from featcache.errors import FeatcacheError
+from sklearn.utils._param_validation import (Interval, StrOptions,
+                                            validate_parameter_constraints)
 
-_CONTROLLER = None
+from featcache.errors import FeatcacheError, InvalidParameterError
 
+__all__ = ["BaseHead", "HeadInputError", "Interval", "StrOptions", "CLASS_WEIGHT",
+           "prepare_fit", "row_weights", "LinearDecisionMixin"]
 
-def blas_limit(n_threads):
-    """Context manager limiting BLAS (and OpenMP) threads to ``n_threads``.
-
-    Two OpenBLAS threads on a busy 2-core machine were measured 10-30x slower
-    than one, so heads default to one thread; ``None`` leaves BLAS alone.
-    """
-    global _CONTROLLER
-    if n_threads is None:
-        from contextlib import nullcontext
-        return nullcontext()
-    if _CONTROLLER is None:  # building a controller scans libraries: do it once
-        from threadpoolctl import ThreadpoolController
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=int(n_threads))
+#: ``class_weight`` accepts what scikit-learn's classifiers accept.
+CLASS_WEIGHT = [StrOptions({"balanced"}), dict, None]
 
 
-class PathHeadMixin(ClassifierMixin, BaseEstimator):
+class BaseHead(ClassifierMixin, BaseEstimator):
     """Base class of featcache heads, defining the regularisation-path contract.
 
     Class attributes every head declares
@@ -69,6 +60,21 @@ class PathHeadMixin(ClassifierMixin, BaseEstimator):
     reg_param: str = "C"
     default_grid: np.ndarray = np.logspace(-4, 1, 10)
     stronger_when_larger: bool = False
+    #: parameter name -> list of accepted constraints, as scikit-learn's
+    #: ``_parameter_constraints`` (checked by :meth:`_check_params` in ``fit``)
+    _parameter_constraints: dict = {}
+
+    def _check_params(self):
+        """Raise InvalidParameterError unless every parameter meets its constraint."""
+        from sklearn.utils._param_validation import \
+            InvalidParameterError as SklearnParamError
+        try:
+            validate_parameter_constraints(self._parameter_constraints,
+                                           self.get_params(deep=False),
+                                           caller_name=type(self).__name__)
+        except SklearnParamError as exc:
+            raise InvalidParameterError(f"{exc} Pass a valid value to the "
+                                        f"constructor or set_params.") from None
 
     def fit_path(self, X, y, values):
         """Fit one estimator per regularisation value (see class docstring).
@@ -121,23 +127,6 @@ def path_order(values, stronger_when_larger):
     return order[::-1] if stronger_when_larger else order
 
 
-def check_positive(value, name, allow_zero=False):
-    """Raise FeatcacheError unless ``value`` is a positive (or zero) number."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) \
-        and not isinstance(value, bool) and np.isfinite(value) \
-        and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise FeatcacheError(f"{name} must be a number {bound}, got {value!r}")
-
-
-def check_choice(value, name, choices):
-    """Raise FeatcacheError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise FeatcacheError(f"{name} must be one of {sorted(choices)}, "
-                             f"got {value!r}")
-
-
 class HeadInputError(FeatcacheError, ValueError):
     """Bad training data for a head (also a ValueError, as sklearn expects)."""
 
@@ -164,6 +153,25 @@ def prepare_fit(est, X, y, standardize):
         scaler = StandardScaler().fit(X)
         X = scaler.transform(X).astype(np.float32, copy=False)
     return np.ascontiguousarray(X), y_enc, scaler
+
+
+def row_weights(est, y_enc):
+    """Per-row weights for ``est.class_weight`` (None when unweighted).
+
+    ``"balanced"`` gives class ``c`` the weight ``n / (n_classes * n_c)``,
+    computed on the rows being fitted, as scikit-learn does; a dict maps
+    class labels to weights (missing classes weigh 1).
+    """
+    if est.class_weight is None:
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+    try:
+        per_class = compute_class_weight(est.class_weight, classes=est.classes_,
+                                         y=est.classes_[y_enc])
+    except ValueError as exc:
+        raise InvalidParameterError(f"class_weight of {type(est).__name__}: "
+                                    f"{exc}") from None
+    return per_class.astype(np.float32)[y_enc]
 
 
 class LinearDecisionMixin:

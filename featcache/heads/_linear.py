@@ -19,32 +19,42 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 
 
-def multinomial_loss_grad(Z, Y):
+def _weighted(loss, grad, sw):
+    """(summed loss, gradient) with row ``i`` weighted by ``sw[i]`` if given."""
+    if sw is not None:
+        loss = loss * (sw if loss.ndim == 1 else sw[:, None])
+        grad = grad * sw[:, None]
+    return float(np.sum(loss, dtype=np.float64)), grad
+
+
+def multinomial_loss_grad(Z, Y, sw=None):
     """Summed softmax cross-entropy of logits ``Z`` and its gradient in ``Z``.
 
     ``Y`` is one-hot with the same shape as ``Z``. Binary problems pass a
     single free column; a fixed zero logit is prepended (plain logistic loss).
+    ``sw`` optionally weighs each row (class weights).
     """
     if Y.shape[1] == 1:  # binary: logits [0, z]
         z = Z[:, 0]
         # log(1 + exp(z)) - y z, computed stably
         loss = np.logaddexp(0, z, dtype=np.float32) - Y[:, 0] * z
         p = 0.5 * (1.0 + np.tanh(0.5 * z))  # stable sigmoid
-        return float(np.sum(loss, dtype=np.float64)), (p - Y[:, 0])[:, None]
+        return _weighted(loss, (p - Y[:, 0])[:, None], sw)
     Z = Z - Z.max(axis=1, keepdims=True)
     E = np.exp(Z)
     s = E.sum(axis=1, keepdims=True)
     loss = np.log(s[:, 0]) - np.einsum("ij,ij->i", Z, Y)
-    return float(np.sum(loss, dtype=np.float64)), E / s - Y
+    return _weighted(loss, E / s - Y, sw)
 
 
-def squared_hinge_loss_grad(Z, Y):
+def squared_hinge_loss_grad(Z, Y, sw=None):
     """Summed one-vs-rest squared hinge loss and its gradient in ``Z``.
 
-    ``Y`` holds +1/-1 targets, one column per binary problem.
+    ``Y`` holds +1/-1 targets, one column per binary problem; ``sw``
+    optionally weighs each row.
     """
     r = np.maximum(0, 1 - Y * Z)
-    return float(np.sum(r * r, dtype=np.float64)), -2 * r * Y
+    return _weighted(r * r, -2 * r * Y, sw)
 
 
 def fit_linear(Xs, Y, C, loss_grad, w0=None, tol=1e-4, max_iter=1000,
@@ -87,7 +97,7 @@ def fit_linear(Xs, Y, C, loss_grad, w0=None, tol=1e-4, max_iter=1000,
                             "maxls": 50})
     if not res.success and res.nit >= max_iter:
         warnings.warn(f"L-BFGS did not converge in {max_iter} iterations; "
-                      "raise max_iter or lower C.", ConvergenceWarning)
+                      "raise max_iter or lower C.", ConvergenceWarning, stacklevel=2)
     Wb = res.x.reshape(d + 1, k)
     return Wb[:d], Wb[d], int(res.nit)
 
@@ -106,7 +116,9 @@ def linear_path(Xs, Y, values, loss_grad, w0, tol, max_iter, curvature=None):
     n, d = Xs.shape
     V = None
     if curvature is not None:
-        eig, V = eigh((Xs.T @ Xs) / n, driver="evd", overwrite_a=True)
+        # scipy < 1.12's "evd" driver fails on a 1x1 float32 matrix (lwork bug)
+        eig, V = eigh((Xs.T @ Xs) / n, driver="evd" if d > 1 else None,
+                      overwrite_a=True)
         eig = np.maximum(eig, 0).astype(np.float32)
         Xs = Xs @ V
     w0, prev = np.asarray(w0, dtype=np.float64), None

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import random
 import threading
+from numbers import Integral, Real
 
 import numpy as np
 
-from featcache.heads._base import (HeadInputError, PathHeadMixin, check_choice,
-                                   check_positive, prepare_fit)
+from featcache.heads._base import (CLASS_WEIGHT, BaseHead, Interval, StrOptions,
+                                   prepare_fit, row_weights)
 from featcache.heads._linear import fold_scaler
 
-_OPTIMIZERS = {"adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad"}
+_FRACTION = Interval(Real, 0, 1, closed="left")
 
 
-class SoftmaxHead(PathHeadMixin):
+class SoftmaxHead(BaseHead):
     """A single Keras ``Dense(n_classes, softmax)`` layer on standardised features.
 
     Trained with Keras ``model.fit`` on one-hot labels, with early stopping on
@@ -34,7 +35,11 @@ class SoftmaxHead(PathHeadMixin):
     learning_rate : float, default=0.005
     epochs : int, default=100
         Maximum epochs; early stopping usually ends training sooner.
-    batch_size : int, default=512
+    batch_size : int or "auto", default="auto"
+        ``"auto"`` takes the largest power of two giving at least 4 steps per
+        epoch, between 16 and 512 (see :func:`auto_batch_size`): 512 from
+        2,048 training rows up, 16 to 64 for a few hundred rows, so small sets
+        are not stopped before they have learnt.
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the training rows (stratified),
         stop when their loss has not improved for ``patience`` epochs and
@@ -45,6 +50,9 @@ class SoftmaxHead(PathHeadMixin):
     seed : int, default=0
         Seeds weights, dropout, shuffling and the inner split: the same seed
         and data give the same model.
+    class_weight : None, "balanced" or dict, default=None
+        Weight of each class's rows in the training and early-stopping losses;
+        ``"balanced"`` as in :class:`LogisticHead`.
 
     Attributes
     ----------
@@ -56,11 +64,28 @@ class SoftmaxHead(PathHeadMixin):
     reg_param = "l2"
     default_grid = np.logspace(-6, -1, 10)
     stronger_when_larger = True
+    _parameter_constraints = {
+        "l2": [Interval(Real, 0, None, closed="left")],
+        "dropout": [_FRACTION],
+        "label_smoothing": [_FRACTION],
+        "optimizer": [StrOptions({"adam", "adamw", "sgd", "rmsprop", "nadam",
+                                  "adagrad"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"),
+                       StrOptions({"auto"})],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [_FRACTION],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "standardize": ["boolean"],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "class_weight": CLASS_WEIGHT,
+    }
 
     def __init__(self, l2=1e-3, dropout=0.0, label_smoothing=0.0, optimizer="adam",
-                 learning_rate=0.005, epochs=100, batch_size=512,
+                 learning_rate=0.005, epochs=100, batch_size="auto",
                  early_stopping=True, validation_fraction=0.1, patience=5,
-                 standardize=True, seed=0):
+                 standardize=True, seed=0, class_weight=None):
         self.l2 = l2
         self.dropout = dropout
         self.label_smoothing = label_smoothing
@@ -73,6 +98,7 @@ class SoftmaxHead(PathHeadMixin):
         self.patience = patience
         self.standardize = standardize
         self.seed = seed
+        self.class_weight = class_weight
 
     def fit(self, X, y):
         """Train on ``X`` (n_samples, n_features) and labels ``y``; return self."""
@@ -104,17 +130,6 @@ class SoftmaxHead(PathHeadMixin):
                                       self.intercept_.astype("float32")])
         return model
 
-    def _check_params(self):
-        check_positive(self.l2, "l2", allow_zero=True)
-        for name in ("dropout", "label_smoothing", "validation_fraction"):
-            value = getattr(self, name)
-            check_positive(value, name, allow_zero=True)
-            if value >= 1:
-                raise HeadInputError(f"{name} must be in [0, 1), got {value!r}")
-        check_choice(self.optimizer, "optimizer", _OPTIMIZERS)
-        for name in ("learning_rate", "epochs", "batch_size", "patience"):
-            check_positive(getattr(self, name), name)
-
     def _fit_path_sorted(self, X, y, values, targets=None):
         """Fit each value from the same seeded start, reusing one Keras graph.
 
@@ -130,11 +145,13 @@ class SoftmaxHead(PathHeadMixin):
         k = len(self.classes_)
         tr, va = _inner_split(self, y_enc)
         onehot = np.eye(k, dtype=np.float32)[y_enc]
-        val_xy = (Xs[va], onehot[va]) if len(va) else None
+        sw = row_weights(self, y_enc)
+        train_xy, val_xy = ((Xs[i], onehot[i]) + (() if sw is None else (sw[i],))
+                            for i in (tr, va))
         with _TRAINERS_LOCK:
             trainer = _get_trainer(self, Xs.shape[1], k)
-            fits = [trainer.train(self, (Xs[tr], onehot[tr]), val_xy, float(l2))
-                    for l2 in values]
+            fits = [trainer.train(self, train_xy, val_xy if len(va) else None,
+                                  float(l2)) for l2 in values]
         for est, (W, b, history) in zip(targets, fits):
             est.classes_ = self.classes_
             est.n_features_in_ = self.n_features_in_
@@ -148,6 +165,16 @@ class SoftmaxHead(PathHeadMixin):
             losses = history.get("val_loss", history["loss"])
             est.best_epoch_ = int(np.argmin(losses)) + 1
         return targets
+
+
+def auto_batch_size(n_rows):
+    """Largest power of two with at least 4 batches in ``n_rows``, in [16, 512].
+
+    A fixed 512 gave a 300-row set one step per epoch: 100 epochs were 100
+    steps, 65% training accuracy where 92% was reachable; from
+    2,048 training rows up this is 512, the fast setting for large caches.
+    """
+    return int(2 ** np.clip(np.floor(np.log2(max(n_rows, 1) / 4)), 4, 9))
 
 
 def _inner_split(head, y_enc):
@@ -212,11 +239,14 @@ class _KerasTrainer:
         layers = [keras.Input((d,))]
         if head.dropout > 0:
             layers.append(keras.layers.Dropout(head.dropout, seed=head.seed))
-        def weight_decay(w):  # a variable, not a float: one graph serves every l2
-            return l2_var * keras.ops.sum(keras.ops.square(w))
+        class WeightDecay(keras.regularizers.Regularizer):
+            # a variable, not a float: one graph serves every l2 (a Regularizer
+            # subclass, since Keras < 3.3 rejects plain functions)
+            def __call__(self, w):
+                return l2_var * keras.ops.sum(keras.ops.square(w))
 
         layers.append(keras.layers.Dense(
-            k, activation="softmax", kernel_regularizer=weight_decay,
+            k, activation="softmax", kernel_regularizer=WeightDecay(),
             kernel_initializer=keras.initializers.GlorotUniform(seed=head.seed)))
         return keras.Sequential(layers)
 
@@ -227,15 +257,19 @@ class _KerasTrainer:
         for var, value in zip(self._variables(), self.state):
             var.assign(value)
         self.l2_var.assign(l2)
-        X, Y = (tf.constant(a) for a in train_xy)
+
+        arrays = [tf.constant(a) for a in train_xy]  # X, Y and maybe row weights
 
         def rows(i):
-            return tf.gather(X, i), tf.gather(Y, i)
+            return tuple(tf.gather(a, i) for a in arrays)
+        n = len(train_xy[0])
+        batch = auto_batch_size(n) if head.batch_size == "auto" else head.batch_size
         # shuffle row indices, not rows: refilling a buffer of feature rows
-        # every epoch cost more than the training step itself
-        data = (tf.data.Dataset.range(len(train_xy[0]))
-                .shuffle(len(train_xy[0]), seed=head.seed)
-                .batch(head.batch_size).map(rows).prefetch(2))
+        # every epoch cost more than the training step itself; and repeat, so
+        # one iterator serves every epoch (re-creating it each epoch cost 4x
+        # the training on a 300-row set)
+        data = (tf.data.Dataset.range(n).shuffle(n, seed=head.seed).batch(batch)
+                .repeat().map(rows).prefetch(2))
         callbacks = []
         if val_xy is not None:
             callbacks = [_val_loss_callback(val_xy), keras.callbacks.EarlyStopping(
@@ -243,6 +277,7 @@ class _KerasTrainer:
                 restore_best_weights=True)]
         with _seeded(head.seed):
             hist = self.model.fit(data, epochs=head.epochs, callbacks=callbacks,
+                                  steps_per_epoch=-(-n // batch),
                                   shuffle=False, verbose=0)
         W, b = self.model.layers[-1].get_weights()
         history = {key: [float(v) for v in vals]
@@ -255,18 +290,19 @@ def _val_loss_callback(val_xy):
 
     Keras' own validation pass costs more per epoch than training this layer;
     a (n_val, d) x (d, k) product in numpy is near free. The loss is plain
-    cross-entropy (no label smoothing or penalty), the quantity to stop on.
+    cross-entropy (no label smoothing or penalty), the quantity to stop on,
+    averaged with the class weights when ``val_xy`` carries row weights.
     """
     import keras
 
     class ValLoss(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             W, b = self.model.layers[-1].get_weights()
-            X, Y = val_xy
+            X, Y, sw = (*val_xy, None)[:3]
             z = X @ W + b
             z -= z.max(axis=1, keepdims=True)
             logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            logs["val_loss"] = float(-np.mean(np.sum(Y * logp, axis=1)))
+            logs["val_loss"] = float(-np.average(np.sum(Y * logp, axis=1), weights=sw))
             logs["val_accuracy"] = float(np.mean(z.argmax(1) == Y.argmax(1)))
 
     return ValLoss()

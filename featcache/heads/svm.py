@@ -1,19 +1,23 @@
 """Linear SVM (one-vs-rest, squared hinge) on standardised features."""
 from __future__ import annotations
 
+from functools import partial
+from numbers import Integral, Real
+
 import numpy as np
 from sklearn.utils.metaestimators import available_if
 
-from featcache.heads._base import (HeadInputError, LinearDecisionMixin,
-                                   PathHeadMixin, blas_limit, check_positive)
+from featcache.heads._base import (CLASS_WEIGHT, BaseHead, HeadInputError, Interval,
+                                   LinearDecisionMixin, row_weights)
 from featcache.heads._linear import linear_path, squared_hinge_loss_grad
+from featcache.threads import blas_thread_limit
 
 
 def _has_proba(est):
     return bool(est.probability)
 
 
-class LinearSVMHead(LinearDecisionMixin, PathHeadMixin):
+class LinearSVMHead(LinearDecisionMixin, BaseHead):
     """One-vs-rest linear SVM head with optional calibrated probabilities.
 
     Solves the primal of scikit-learn's ``LinearSVC(loss="squared_hinge",
@@ -40,6 +44,9 @@ class LinearSVMHead(LinearDecisionMixin, PathHeadMixin):
     random_state : int, default=0
         Seeds the inner calibration split.
     blas_threads : int or None, default=1
+    class_weight : None, "balanced" or dict, default=None
+        Weight of each class's rows in the loss of every one-vs-rest problem
+        (and in the calibrator); ``"balanced"`` as in :class:`LogisticHead`.
 
     Attributes
     ----------
@@ -50,9 +57,21 @@ class LinearSVMHead(LinearDecisionMixin, PathHeadMixin):
     reg_param = "C"
     default_grid = np.logspace(-6, 0, 10)  # peak inside on 5,000 x 1,280 features
     stronger_when_larger = False
+    _parameter_constraints = {
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "probability": ["boolean"],
+        "calibration_folds": [Interval(Integral, 2, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "standardize": ["boolean"],
+        "random_state": ["random_state"],
+        "blas_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "class_weight": CLASS_WEIGHT,
+    }
 
     def __init__(self, C=0.01, probability=False, calibration_folds=3, tol=1e-3,
-                 max_iter=1000, standardize=True, random_state=0, blas_threads=1):
+                 max_iter=1000, standardize=True, random_state=0, blas_threads=1,
+                 class_weight=None):
         self.C = C
         self.probability = probability
         self.calibration_folds = calibration_folds
@@ -61,6 +80,7 @@ class LinearSVMHead(LinearDecisionMixin, PathHeadMixin):
         self.standardize = standardize
         self.random_state = random_state
         self.blas_threads = blas_threads
+        self.class_weight = class_weight
 
     def decision_function(self, X):
         """SVM margins, or calibrated logits when ``probability=True``."""
@@ -75,28 +95,20 @@ class LinearSVMHead(LinearDecisionMixin, PathHeadMixin):
         margins = LinearDecisionMixin.decision_function(self, X)
         return self.calibrator_.predict_proba(_as_2d(margins))
 
-    def _check_params(self):
-        check_positive(self.C, "C")
-        check_positive(self.tol, "tol")
-        check_positive(self.max_iter, "max_iter")
-        if self.probability and not (isinstance(self.calibration_folds, (int, np.integer))
-                                     and self.calibration_folds >= 2):
-            raise HeadInputError(f"calibration_folds must be an integer >= 2, "
-                                 f"got {self.calibration_folds!r}")
-
     def _fit_path_sorted(self, X, y, values, targets=None):
-        with blas_limit(self.blas_threads):
+        with blas_thread_limit(self.blas_threads):
             Xs, y_enc, scaler, targets = self._start_path(X, y, values, targets)
+            sw = row_weights(self, y_enc)
             calibrators = [None] * len(values)
             if self.probability:
-                calibrators = self._calibrators(Xs, y_enc, values)
-            fits = _svm_path(Xs, y_enc, len(self.classes_), values, self)
+                calibrators = self._calibrators(Xs, y_enc, values, sw)
+            fits = _svm_path(Xs, y_enc, len(self.classes_), values, self, sw)
             for est, (W, b, n_iter), cal in zip(targets, fits, calibrators):
                 self._store_fit(est, W, b, n_iter, scaler)
                 est.calibrator_ = cal
         return targets
 
-    def _calibrators(self, Xs, y_enc, values):
+    def _calibrators(self, Xs, y_enc, values, sw):
         """One calibrator per value, fitted on out-of-fold margins."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold
@@ -109,10 +121,11 @@ class LinearSVMHead(LinearDecisionMixin, PathHeadMixin):
         cv = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
         oof = np.zeros((len(values), len(y_enc), 1 if k == 2 else k))
         for tr, te in cv.split(Xs, y_enc):
+            fold_sw = None if sw is None else sw[tr]
             for i, (W, b, _) in enumerate(_svm_path(Xs[tr], y_enc[tr], k,
-                                                    values, self)):
+                                                    values, self, fold_sw)):
                 oof[i][te] = Xs[te] @ W.astype(np.float32) + b
-        return [LogisticRegression().fit(scores, self.classes_[y_enc])
+        return [LogisticRegression().fit(scores, self.classes_[y_enc], sample_weight=sw)
                 for scores in oof]
 
 
@@ -120,7 +133,7 @@ def _as_2d(scores):
     return scores[:, None] if scores.ndim == 1 else scores
 
 
-def _svm_path(Xs, y_enc, k, values, head):
+def _svm_path(Xs, y_enc, k, values, head, sw):
     """Yield (W, b, n_iter) for each C in ``values``, warm-starting."""
     if k == 2:
         Y = np.where(y_enc == 1, 1, -1).astype(np.float32)[:, None]
@@ -129,5 +142,5 @@ def _svm_path(Xs, y_enc, k, values, head):
     w0 = np.zeros((Xs.shape[1] + 1, Y.shape[1]))
     w0[-1] = Y.mean(axis=0)  # intercept near the class balance
     # squared hinge: second derivative 2 on active rows, about half of them
-    yield from linear_path(Xs, Y, values, squared_hinge_loss_grad, w0, head.tol,
-                           head.max_iter, curvature=1.0)
+    yield from linear_path(Xs, Y, values, partial(squared_hinge_loss_grad, sw=sw),
+                           w0, head.tol, head.max_iter, curvature=1.0)
