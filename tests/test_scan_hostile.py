@@ -227,7 +227,7 @@ def test_imagenet_failure_that_is_not_network_is_not_called_offline(monkeypatch)
         try:
             raise URLError("[Errno -3] Temporary failure in name resolution")
         except URLError as e:
-            raise Exception(f"download failed: {e}")  # keras.utils.get_file's bare Exception
+            raise Exception(f"download failed: {e}") from e  # keras.utils.get_file's bare Exception
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
     with pytest.raises(FeatcacheError, match="Offline.*weights=PATH"):
         get_backbone("mobilenet_v2", weights="imagenet")

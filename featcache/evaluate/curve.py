@@ -21,12 +21,13 @@ from sklearn.base import clone
 
 from featcache.errors import FeatcacheError
 from featcache.evaluate._common import prepare_run
-from featcache.evaluate.cv import one_blas_thread, progress_bar
+from featcache.evaluate.cv import progress_bar
 from featcache.evaluate.metrics import score
 from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import summarize
 from featcache.evaluate.verdicts import learning_curve_verdict
 from featcache.jsonout import jsonable, num
+from featcache.threads import blas_thread_limit
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 
@@ -140,7 +141,7 @@ def _curve_scores(features, est, fractions, plan, metric, seed, progress):
     F, J = len(fractions), plan.n_splits
     train, val, sizes = np.full((F, J), np.nan), np.full((F, J), np.nan), np.zeros((F, J))
     rng = np.random.default_rng(seed)
-    with progress_bar(F * J, "curve", progress) as bar, one_blas_thread():
+    with progress_bar(F * J, "curve", progress) as bar, blas_thread_limit(1):
         for j, (tr, te) in enumerate(plan.splits):
             order, ends = training_order(tr, y, plan.groups, rng)
             for i, f in enumerate(fractions):

@@ -20,6 +20,7 @@ from featcache.evaluate.splits import SplitPlan, make_splits, straddling_groups
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.verdicts import split_verdict
 from featcache.jsonout import jsonable
+from featcache.threads import blas_thread_limit
 
 FOLD_KEYS = METRICS + ("train_accuracy", "train_score", "gap", "fit_time")
 
@@ -28,12 +29,6 @@ def progress_bar(total, desc, progress):
     """A tqdm bar on stderr; ``progress=None`` shows it only on a terminal."""
     return tqdm(total=total, desc=desc, file=sys.stderr, leave=False,
                 disable=None if progress is None else not progress)
-
-
-def one_blas_thread():
-    """One BLAS thread while scoring (see :func:`featcache.threads.blas_thread_limit`)."""
-    from featcache.threads import blas_thread_limit
-    return blas_thread_limit(1)
 
 
 @dataclass
@@ -137,7 +132,7 @@ def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=F
     """Cross-validate already-built ``heads`` on an existing ``plan``."""
     X, y, K = features.X, features.y, len(features.class_names)
     out = {}
-    with progress_bar(len(heads) * plan.n_splits, "cv", progress) as bar, one_blas_thread():
+    with progress_bar(len(heads) * plan.n_splits, "cv", progress) as bar, blas_thread_limit(1):
         for name, head in heads.items():
             folds = {k: [] for k in FOLD_KEYS}
             cm = np.zeros((K, K), dtype=np.int64)

@@ -20,7 +20,8 @@ SCORE_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 
 
 BOUNDS = {"accuracy": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0), "f1_macro": (0.0, 1.0),
-          "train_accuracy": (0.0, 1.0), "train_score": (0.0, 1.0), "gap": (-1.0, 1.0), "log_loss": (0.0, float("inf"))}
+          "train_accuracy": (0.0, 1.0), "train_score": (0.0, 1.0), "gap": (-1.0, 1.0),
+          "log_loss": (0.0, float("inf"))}
 """Range of each fold metric, used to clip confidence intervals."""
 
 

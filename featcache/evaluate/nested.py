@@ -15,11 +15,12 @@ from sklearn.base import clone
 from featcache.errors import FeatcacheError
 from featcache.jsonout import jsonable, num
 from featcache.evaluate._heads import resolve_heads
-from featcache.evaluate.cv import one_blas_thread, progress_bar
+from featcache.evaluate.cv import progress_bar
 from featcache.evaluate.metrics import BOUNDS, SCORE_METRICS, fold_scores
 from featcache.evaluate.splits import SplitPlan, as_features, make_splits
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.sweeps import SWEEP_KEYS, SweepResult, sweep
+from featcache.threads import blas_thread_limit
 
 EXPLANATION = ("Best of sweep is optimistic on average: the same validation folds both chose the setting "
                "and scored it, so it keeps the luckiest of the grid's settings; the nested score "
@@ -177,7 +178,7 @@ def _outer_fold(features, ests, plan, j, grids, inner_folds, seed, metric, param
                              ) from None
     X, y, K = features.X, features.y, len(features.class_names)
     out = {}
-    with one_blas_thread(), sklearn.config_context(assume_finite=True):
+    with blas_thread_limit(1), sklearn.config_context(assume_finite=True):
         for name, est in ests.items():
             h = inner.heads[name]
             model = clone(est).set_params(**{h.param: h.best_value}).fit(X[tr], y[tr])

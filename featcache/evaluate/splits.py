@@ -282,7 +282,8 @@ def _grouped_splits(X, y, groups, folds, repeats, seed, label):
     if n_groups < folds:
         fix = (f"use --folds {n_groups} or fewer" if n_groups >= 2 else
                "check the grouping" + (" (raise --threshold)" if label == NEAR_DUPLICATES else ""))
-        raise FeatcacheError(f"--group-by {_source(label)} gives only {n_groups} group{'s' * (n_groups != 1)}, too few "
+        raise FeatcacheError(f"--group-by {_source(label)} gives only {n_groups} "
+                             f"group{'s' * (n_groups != 1)}, too few "
                              f"for {folds}-fold grouped cross-validation; {fix}")
     splits = []
     for r in range(repeats):  # sklearn has no repeated StratifiedGroupKFold

@@ -13,11 +13,12 @@ import sklearn
 from featcache.errors import FeatcacheError
 from featcache.evaluate._common import prepare_run
 from featcache.evaluate._heads import default_grid, fit_path, reg_param
-from featcache.evaluate.cv import PairedRun, one_blas_thread, progress_bar
+from featcache.evaluate.cv import PairedRun, progress_bar
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
 from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.jsonout import jsonable
+from featcache.threads import blas_thread_limit
 
 SWEEP_KEYS = METRICS + ("train_accuracy", "train_score", "gap")
 
@@ -126,7 +127,7 @@ def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 
     check_grid_names(grids, ests)
     grid_of = {name: _grid(name, est, grids) for name, est in ests.items()}
     out = {}
-    with progress_bar(len(ests) * plan.n_splits, "sweep", progress) as bar, one_blas_thread():
+    with progress_bar(len(ests) * plan.n_splits, "sweep", progress) as bar, blas_thread_limit(1):
         for name, est in ests.items():
             out[name] = _sweep_head(features, name, est, grid_of[name], plan, param, metric, bar)
     best_scores = {k: h.scores[metric][h.best_index] for k, h in out.items()}

@@ -90,7 +90,8 @@ def plot_confusion_matrix(confusion, class_names, path, title: str = "") -> Path
     disp.im_.colorbar.set_label("fraction of the true class")
     title = title or "Confusion matrix\nout-of-fold counts, summed over folds"
     width = max(30, int(9 * size))  # characters that fit above the matrix
-    ax.set_title("\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in title.split("\n")), fontsize=9)
+    lines = (textwrap.fill(line, width, break_on_hyphens=False) for line in title.split("\n"))
+    ax.set_title("\n".join(lines), fontsize=9)
     return _save(fig, path)
 
 
