@@ -373,3 +373,15 @@ def test_backbone_typo_is_rejected_before_the_scan(tmp_path, monkeypatch):
                    {"backbone": "mobilenet_v2", "weights": str(tmp_path / "missing.h5")}):
         with pytest.raises(FeatcacheError):
             featcache.embed(tmp_path / "data", tmp_path / "c.h5", progress=False, **kwargs)
+
+
+def test_info_tells_random_weight_entries_apart_by_seed(tmp_path):
+    from featcache.backbones import get_backbone
+    from featcache.cli import cli
+    write_images(tmp_path / "data", {"a": 1, "b": 1})
+    for seed in (0, 1):
+        featcache.embed(tmp_path / "data", tmp_path / "c.h5", progress=False,
+                        backbone=get_backbone("mobilenet_v2", weights="none", seed=seed))
+    r = CliRunner().invoke(cli, ["info", str(tmp_path / "c.h5")])
+    assert r.exit_code == 0, r.output
+    assert "(weights none, seed 0)" in r.output and "(weights none, seed 1)" in r.output

@@ -49,7 +49,8 @@ def info(cache):
                    "re-run the same `featcache embed` command to finish it")
     for e in report["entries"]:
         spec = e["spec"]
-        click.echo(f"\n[{e['key']}] {spec.get('name')} weights={spec.get('weights')} "
+        seed = f", seed {spec['seed']}" if spec.get("seed") is not None else ""
+        click.echo(f"\n[{e['key']}] {spec.get('name')} (weights {spec.get('weights')}{seed}) "
                    f"{spec.get('input_size')}px -> {e['feature_dim']}-d, {e['rows']} rows, "
                    f"features {_mb(e['feature_bytes'])}")
         click.echo(f"  data: {e['data_dir']}")
