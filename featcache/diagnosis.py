@@ -65,8 +65,7 @@ class Diagnosis:
 
 def check_diagnose_args(features, head, grid, metric, folds):
     """Check every argument before any work; returns the checked grid (or None)."""
-    from featcache.evaluate._common import check_metric
-    from featcache.evaluate._heads import resolve_heads
+    from featcache.evaluate import check_metric, resolve_heads
     from featcache.evaluate.splits import check_features
     check_metric(metric)
     heads = resolve_heads(head)
