@@ -40,7 +40,8 @@ def head_dense(head) -> tuple[np.ndarray, np.ndarray]:
     return W.astype(np.float32), b.astype(np.float32)
 
 
-def _decode_one(data, size):
+def decode_one(data, size):
+    """One encoded image -> float32 (size, size, 3), as embed's tf.io path decodes it."""
     import tensorflow as tf
     img = tf.io.decode_image(data, channels=3, expand_animations=False)
     img = tf.ensure_shape(img, [None, None, 3])
@@ -52,14 +53,16 @@ def build_archive(backbone, W, b, class_names):
     import keras
     import tensorflow as tf
     size, d = backbone.spec.input_size, backbone.spec.feature_dim
-    if backbone.model is None or backbone.graph_fn is None:
-        raise FeatcacheError(f"backbone {backbone.spec.name} cannot be exported (no model kept)")
     module = tf.Module()
-    module.backbone = backbone.model
+    # The backbone goes in frozen, as embed runs it (weights as graph constants): one copy of the weights, no per-variable save/restore functions, and the
+    # same arithmetic as the cached features. If freezing failed, embed ran the plain
+    # graph, and so does the export, with the variables tracked.
+    fn = backbone.fn
+    if fn is backbone.graph_fn:
+        module.backbone = backbone.model
     module.kernel = tf.Variable(W, trainable=False, name="head_kernel")
     module.bias = tf.Variable(b, trainable=False, name="head_bias")
     labels = tf.constant(list(class_names))
-    fn = backbone.graph_fn
 
     def head(x):
         return tf.nn.softmax(tf.matmul(x, module.kernel) + module.bias, axis=-1)
@@ -70,7 +73,7 @@ def build_archive(backbone, W, b, class_names):
         return {"probabilities": probs, "class_index": idx, "label": tf.gather(labels, idx)}
 
     def decode_resize(data):
-        return tf.map_fn(lambda x: _decode_one(x, size), data,
+        return tf.map_fn(lambda x: decode_one(x, size), data,
                          fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
     img_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="images")
