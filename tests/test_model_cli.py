@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_images
 
 import featcache
-from conftest import write_images
 from featcache.cli import cli
 from featcache.errors import FeatcacheError
 from featcache.model import export as export_mod

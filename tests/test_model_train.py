@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import clip_features
 
 import featcache
-from conftest import clip_features
 from featcache.errors import FeatcacheError
 from featcache.heads import get_head
 from featcache.model.graph import head_dense

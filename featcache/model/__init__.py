@@ -10,7 +10,8 @@ _EXPORTS = {
     "check_export": "check", "evaluate_model": "check",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["Choice", "LoadedModel", "TrainResult", "check_export", "evaluate_model",
+           "export_model", "load_model", "train"]
 
 
 def __getattr__(name):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,7 @@ def _metadata(result, bb, par, sample_ref) -> dict:
               or v is None}
     return {"featcache_version": featcache.__version__, "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "backbone": {"entry": result.features.backbone, "fingerprint": bb.fingerprint,
                          "spec": bb.spec.to_dict()},
             "head": {"name": result.head_name, "class": type(head).__name__, "params": params},

@@ -30,7 +30,7 @@ def convert(saved_model_dir, out_path, quantize: str = "none") -> Path:
         conv.target_spec.supported_types = [tf.float16]
     try:
         blob = conv.convert()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  the converter raises many types
         raise FeatcacheError(f"TFLite conversion ({quantize}) failed: {exc}") from None
     Path(out_path).write_bytes(blob)
     return Path(out_path)
