@@ -111,6 +111,24 @@ def _replace(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _build(tmp: Path, result, bb, smp, ref, tflite: bool, quantize) -> dict:
+    """Write every file into ``tmp``, check parity on the written SavedModel; the metadata."""
+    import tensorflow as tf
+    features = result.features
+    W, b = head_dense(result.head)
+    _write(tmp, build_archive(bb, W, b, features.class_names), keras_model(bb, W, b),
+           features.class_names)
+    module = tf.saved_model.load(str(tmp / SAVED_MODEL))
+    par = parity.check(module, features, ref, smp, bb.spec.input_size)
+    refs = [{"path": str(features.paths[i]), "sha256": str(features.sha256[i]),
+             "probabilities": [float(v) for v in p]} for i, p in zip(smp.rows, ref)]
+    meta = _metadata(result, bb, par, refs)
+    if tflite:
+        meta["tflite"] = _tflite(tmp, quantize, smp, ref, bb.spec.input_size)
+    (tmp / "featcache.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return meta
+
+
 def export_model(result, out_dir, *, cache=None, data_dir=None, force: bool = False,
                  tflite: bool = False, quantize=(), sample: int = 64, seed: int = 0) -> dict:
     """Export a :class:`~featcache.model.train.TrainResult` to ``out_dir`` after a parity check.
@@ -147,24 +165,14 @@ def export_model(result, out_dir, *, cache=None, data_dir=None, force: bool = Fa
         raise FeatcacheError("export needs the original images for its parity check: pass "
                              "data_dir= (or cache=)")
     bb = rebuild_backbone(features, entry.get("fingerprint"), seed)
-    W, b = head_dense(result.head)
+    head_dense(result.head)  # an unexportable head fails before any work
     smp = parity.gather(features, data_dir, sample, seed)
     ref = result.head.predict_proba(features.X[smp.rows])
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write(tmp, build_archive(bb, W, b, features.class_names), keras_model(bb, W, b),
-               features.class_names)
-        import tensorflow as tf
-        module = tf.saved_model.load(str(tmp / SAVED_MODEL))
-        par = parity.check(module, features, ref, smp, bb.spec.input_size)
-        refs = [{"path": str(features.paths[i]), "sha256": str(features.sha256[i]),
-                 "probabilities": [float(v) for v in p]} for i, p in zip(smp.rows, ref)]
-        meta = _metadata(result, bb, par, refs)
-        if tflite:
-            meta["tflite"] = _tflite(tmp, quantize, smp, ref, bb.spec.input_size)
-        (tmp / "featcache.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        meta = _build(tmp, result, bb, smp, ref, tflite, quantize)
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
