@@ -189,3 +189,13 @@ def test_evaluate_model_scores_the_predictions(env):
 def test_library_errors_are_featcache_errors(env, tmp_path):
     with pytest.raises(FeatcacheError, match="does not exist"):
         featcache.load_model(tmp_path / "none")
+
+
+def test_train_nested_states_the_estimate(env, tmp_path):
+    r = run("train", env / "c.h5", "--folds", 3, "--grid", "0.01,1", "--nested", "-o",
+            tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "nested estimate of the whole procedure" in r.output
+    meta = json.loads((tmp_path / "m" / "featcache.json").read_text())
+    assert meta["choice"]["nested"]["ci_low"] <= meta["choice"]["nested"]["mean"]
+    assert meta["choice"]["grid"] == [0.01, 1.0]

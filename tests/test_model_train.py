@@ -78,3 +78,10 @@ def test_head_dense_refuses_unfitted_or_uncalibrated():
     f = clip_features(n_classes=2, clips_per_class=4, frames=2, d=6)
     with pytest.raises(FeatcacheError, match="probability=True"):
         head_dense(get_head("svm").fit(f.X, f.y))
+
+
+def test_auto_with_near_duplicate_groups_matches_sweep(feats):
+    res = featcache.train(feats, "svm", folds=3, group_by="near-duplicates")
+    sw = featcache.sweep(feats, "svm", folds=3, group_by="near-duplicates")
+    assert res.choice.value == sw.heads["svm"].best_value
+    assert res.choice.splits == sw.plan.description and "near" in res.choice.splits
