@@ -199,3 +199,9 @@ def test_train_nested_states_the_estimate(env, tmp_path):
     meta = json.loads((tmp_path / "m" / "featcache.json").read_text())
     assert meta["choice"]["nested"]["ci_low"] <= meta["choice"]["nested"]["mean"]
     assert meta["choice"]["grid"] == [0.01, 1.0]
+
+
+def test_damaged_metadata_is_one_line(env, tmp_path):
+    shutil.copytree(env / "model", tmp_path / "m")
+    (tmp_path / "m" / "featcache.json").write_text("{not json")
+    one_line_error(run("predict", tmp_path / "m", env / "test"), "damaged", "re-export")

@@ -26,7 +26,8 @@ def _cache_entry(cache, meta) -> Features:
 
 
 def _recorded(meta) -> Features:
-    """The parity sample recorded at export, as Features without feature values."""
+    """The parity sample recorded at export, as Features whose ``X`` holds the recorded
+    probabilities (the reference), not feature values."""
     refs = meta["parity"]["reference"]
     probs = np.asarray([r["probabilities"] for r in refs])
     return Features(probs.astype(np.float32), probs.argmax(1), np.asarray([r["path"] for r in refs]),

@@ -61,7 +61,8 @@ def collect_paths(args) -> list[str]:
 
 
 def frozen_probabilities(signature):
-    """``images -> probabilities`` with variables inlined, as embed's backbone (~1.3x faster)."""
+    """``images -> probabilities`` with the head's variables inlined too (the export already
+    holds the backbone frozen), so the whole graph is constants, as embed's backbone."""
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
@@ -87,14 +88,18 @@ class LoadedModel:
     def __init__(self, model_dir):
         import tensorflow as tf
         self.path = check_model_dir(model_dir)
-        self.labels = json.loads((self.path / "labels.json").read_text(encoding="utf-8"))
-        self.meta = json.loads((self.path / "featcache.json").read_text(encoding="utf-8"))
+        try:
+            self.labels = json.loads((self.path / "labels.json").read_text(encoding="utf-8"))
+            self.meta = json.loads((self.path / "featcache.json").read_text(encoding="utf-8"))
+            self.input_size = int(self.meta["backbone"]["spec"]["input_size"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FeatcacheError(f"model directory {self.path} has a damaged labels.json or "
+                                 f"featcache.json ({exc!r}): re-export it") from None
         try:
             self.module = tf.saved_model.load(str(self.path / SAVED_MODEL))
         except Exception as exc:  # noqa: BLE001  any load failure: say so, re-export
             raise FeatcacheError(f"could not load the SavedModel in {self.path} ({exc}): "
                                  "re-export it") from None
-        self.input_size = int(self.meta["backbone"]["spec"]["input_size"])
         self._serve = None
 
     def probabilities(self, images):
