@@ -2,6 +2,7 @@
 parity failures naming their step, atomic replacement, evaluate."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -83,7 +84,8 @@ def test_parity_failure_names_the_step_and_writes_nothing(env, monkeypatch, step
     before = (target / "featcache.json").read_text()
     if patch == "head":
         dense = graph.head_dense
-        monkeypatch.setattr(export_mod, "head_dense", lambda h: tuple(a * 1.5 for a in dense(h)))
+        monkeypatch.setattr(export_mod, "head_dense",
+                            lambda h: dataclasses.replace(dense(h), W=dense(h).W * 1.5))
     elif patch == "backbone":
         other = featcache.get_backbone(tiny_module(env / f"other_{patch}", 1))
         monkeypatch.setattr(export_mod, "rebuild_backbone", lambda *a: other)

@@ -64,11 +64,10 @@ def test_class_weight_is_passed_to_the_head(feats):
 def test_head_dense_reproduces_predict_proba(name, params, k):
     f = clip_features(n_classes=k, clips_per_class=5, frames=2, d=8, signal=0.8, seed=k)
     head = get_head(name, **params).fit(f.X, f.y)
-    W, b = head_dense(head)
-    z = f.X @ W + b
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
+    hw = head_dense(head)
+    p = hw.probabilities(f.X)
     np.testing.assert_allclose(p, head.predict_proba(f.X), atol=1e-5)
+    np.testing.assert_allclose(hw.mean, head.scaler_.mean_, rtol=1e-6)
     assert (p.argmax(1) == np.searchsorted(head.classes_, head.predict(f.X))).all()
 
 

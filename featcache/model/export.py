@@ -115,8 +115,8 @@ def _build(tmp: Path, result, bb, smp, ref, tflite: bool, quantize) -> dict:
     """Write every file into ``tmp``, check parity on the written SavedModel; the metadata."""
     import tensorflow as tf
     features = result.features
-    W, b = head_dense(result.head)
-    _write(tmp, build_archive(bb, W, b, features.class_names), keras_model(bb, W, b),
+    hw = head_dense(result.head)
+    _write(tmp, build_archive(bb, hw, features.class_names), keras_model(bb, hw),
            features.class_names)
     module = tf.saved_model.load(str(tmp / SAVED_MODEL))
     par = parity.check(module, features, ref, smp, bb.spec.input_size)

@@ -1,17 +1,22 @@
 """The exported computation: decode, resize, backbone, head, as TensorFlow endpoints.
 
-Every head is a linear map to logits followed by a softmax:
+Every head is the standardisation ``(x - mean) / scale`` followed by a linear map
+to logits and a softmax:
 
-- ``logreg``: the logits are ``x coef_ᵀ + intercept_`` (binary: ``[0, z]``, so the
-  softmax is exactly ``[1 - σ(z), σ(z)]``);
-- ``softmax``: the same Dense layer as :meth:`SoftmaxHead.to_keras`;
-- ``svm``: margins ``x coef_ᵀ + intercept_`` fed to the calibrating logistic
-  regression, whose linear map is composed with the SVM's.
+- ``logreg``: logits ``x_s W + b`` (binary: ``[0, z]``, so the softmax is exactly
+  ``[1 - σ(z), σ(z)]``);
+- ``softmax``: the Dense layer of :meth:`SoftmaxHead.to_keras`, in standardised units;
+- ``svm``: margins ``x_s W + b`` fed to the calibrating logistic regression,
+  whose linear map is composed with the SVM's.
 
-``coef_``/``intercept_`` already hold the head's standardisation (folded in by
-the heads), so the standardisation is part of the Dense layer.
+The heads store ``coef_`` with the standardisation folded in; the export unfolds it
+again. Folded weights are ``W / scale``: on features with near-constant dimensions
+they reach 1e5 and more, which float16 cannot hold and int8 cannot resolve, so the
+quantized TFLite variants would be wrecked by the folding, not by the backbone.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,13 +25,34 @@ from featcache.errors import FeatcacheError
 ENDPOINTS = ("serve_bytes", "serve_uint8", "serve_image", "decode_resize", "features", "head")
 
 
-def head_dense(head) -> tuple[np.ndarray, np.ndarray]:
-    """``(W (d, k), b (k,))`` float32 with ``head.predict_proba(X) == softmax(X W + b)``."""
+@dataclass(frozen=True)
+class HeadWeights:
+    """float32 ``mean (d,)``, ``scale (d,)``, ``W (d, k)``, ``b (k,)`` of an exported head."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    W: np.ndarray
+    b: np.ndarray
+
+    def probabilities(self, X) -> np.ndarray:
+        """``softmax(((X - mean) / scale) W + b)`` in numpy, as the exported graph computes it."""
+        z = ((np.asarray(X, np.float32) - self.mean) / self.scale) @ self.W + self.b
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def head_dense(head) -> HeadWeights:
+    """The standardisation and linear map with ``head.predict_proba(X) == softmax(...)``."""
     coef = getattr(head, "coef_", None)
     if coef is None:
         raise FeatcacheError(f"{type(head).__name__} is not a fitted featcache head: "
                              "fit it (featcache.train) before exporting")
-    W, b = np.asarray(coef, np.float64).T, np.asarray(head.intercept_, np.float64).ravel()
+    Wr, br = np.asarray(coef, np.float64).T, np.asarray(head.intercept_, np.float64).ravel()
+    d = Wr.shape[0]
+    scaler = getattr(head, "scaler_", None)
+    mean = np.zeros(d) if scaler is None else np.asarray(scaler.mean_, np.float64)
+    scale = np.ones(d) if scaler is None else np.asarray(scaler.scale_, np.float64)
+    W, b = Wr * scale[:, None], br + mean @ Wr  # unfold: x Wr + br == x_s W + b
     if hasattr(head, "calibrator_"):
         cal = head.calibrator_
         if cal is None:
@@ -37,7 +63,7 @@ def head_dense(head) -> tuple[np.ndarray, np.ndarray]:
     if W.shape[1] == 1:  # binary: logits [0, z]
         W = np.hstack([np.zeros_like(W), W])
         b = np.concatenate([[0.0], b])
-    return W.astype(np.float32), b.astype(np.float32)
+    return HeadWeights(*(a.astype(np.float32) for a in (mean, scale, W, b)))
 
 
 def decode_one(data, size):
@@ -48,7 +74,7 @@ def decode_one(data, size):
     return tf.image.resize(img, (size, size), method="bilinear")
 
 
-def build_archive(backbone, W, b, class_names):
+def build_archive(backbone, hw: HeadWeights, class_names):
     """A ``keras.export.ExportArchive`` with every endpoint of :data:`ENDPOINTS`."""
     import keras
     import tensorflow as tf
@@ -60,12 +86,15 @@ def build_archive(backbone, W, b, class_names):
     fn = backbone.fn
     if fn is backbone.graph_fn:
         module.backbone = backbone.model
-    module.kernel = tf.Variable(W, trainable=False, name="head_kernel")
-    module.bias = tf.Variable(b, trainable=False, name="head_bias")
+    module.mean = tf.Variable(hw.mean, trainable=False, name="feature_mean")
+    module.scale = tf.Variable(hw.scale, trainable=False, name="feature_scale")
+    module.kernel = tf.Variable(hw.W, trainable=False, name="head_kernel")
+    module.bias = tf.Variable(hw.b, trainable=False, name="head_bias")
     labels = tf.constant(list(class_names))
 
     def head(x):
-        return tf.nn.softmax(tf.matmul(x, module.kernel) + module.bias, axis=-1)
+        standardised = (x - module.mean) / module.scale
+        return tf.nn.softmax(tf.matmul(standardised, module.kernel) + module.bias, axis=-1)
 
     def outputs(images):
         probs = head(fn(images))
@@ -95,7 +124,7 @@ def build_archive(backbone, W, b, class_names):
     return archive
 
 
-def keras_model(backbone, W, b):
+def keras_model(backbone, hw: HeadWeights):
     """A Keras model (resized float RGB in [0, 255] -> probabilities), or None for hub backbones.
 
     Only ``keras.applications`` backbones whose ``preprocess_input`` is the
@@ -105,10 +134,12 @@ def keras_model(backbone, W, b):
     import keras
     if backbone.spec.source != "keras":
         return None
-    size, k = backbone.spec.input_size, W.shape[1]
+    size, k = backbone.spec.input_size, hw.W.shape[1]
     dense = keras.layers.Dense(k, activation="softmax", name="head")
-    model = keras.Sequential([keras.Input((size, size, 3)),
-                              keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess"),
-                              backbone.model, dense])
-    dense.set_weights([W, b])
+    model = keras.Sequential([
+        keras.Input((size, size, 3)),
+        keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess"), backbone.model,
+        keras.layers.Normalization(mean=hw.mean, variance=np.square(hw.scale), name="standardise"),
+        dense])
+    dense.set_weights([hw.W, hw.b])
     return model
