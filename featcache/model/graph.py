@@ -136,10 +136,11 @@ def keras_model(backbone, hw: HeadWeights):
         return None
     size, k = backbone.spec.input_size, hw.W.shape[1]
     dense = keras.layers.Dense(k, activation="softmax", name="head")
-    model = keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess"), backbone.model,
-        keras.layers.Normalization(mean=hw.mean, variance=np.square(hw.scale), name="standardise"),
-        dense])
-    dense.set_weights([hw.W, hw.b])
+    model = keras.Sequential([keras.Input((size, size, 3)),
+                              keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess"),
+                              backbone.model, dense])
+    # standardisation folded into the Dense layer: keras' Normalization clamps scales below
+    # 1e-7, which random-init features have; this float32 model is never quantized
+    W = hw.W.astype(np.float64) / hw.scale.astype(np.float64)[:, None]
+    dense.set_weights([W.astype(np.float32), (hw.b - hw.mean.astype(np.float64) @ W).astype(np.float32)])
     return model
