@@ -11,7 +11,7 @@ to logits and a softmax:
 
 The heads store ``coef_`` with the standardisation folded in; the export unfolds it
 again. Folded weights are ``W / scale``: on features with near-constant dimensions
-they reach 1e5 and more, which float16 cannot hold and int8 cannot resolve, so the
+they grow huge, beyond what float16 holds and int8 resolves, so the
 quantized TFLite variants would be wrecked by the folding, not by the backbone.
 """
 from __future__ import annotations
