@@ -10,9 +10,7 @@ to logits and a softmax:
   whose linear map is composed with the SVM's.
 
 The heads store ``coef_`` with the standardisation folded in; the export unfolds it
-again. Folded weights are ``W / scale``: on features with near-constant dimensions
-they grow huge, beyond what float16 holds and int8 resolves, so the
-quantized TFLite variants would be wrecked by the folding, not by the backbone.
+again: folded weights ``W / scale`` grow huge on near-constant feature dimensions.
 """
 from __future__ import annotations
 
@@ -94,7 +92,10 @@ def build_archive(backbone, hw: HeadWeights, class_names):
 
     def head(x):
         standardised = (x - module.mean) / module.scale
-        return tf.nn.softmax(tf.matmul(standardised, module.kernel) + module.bias, axis=-1)
+        # multiply-and-sum, not matmul: TFLite's dynamic-range variant turns matmuls into
+        # int8 kernels, and standardised features are too uneven for one int8 range
+        logits = tf.reduce_sum(standardised[:, :, None] * module.kernel[None], axis=1)
+        return tf.nn.softmax(logits + module.bias, axis=-1)
 
     def outputs(images):
         probs = head(fn(images))
