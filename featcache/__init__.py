@@ -26,6 +26,11 @@ _EXPORTS = {
     "audit": "featcache.evaluate.audit",
     "near_duplicate_groups": "featcache.evaluate.neardup",
     "diagnose": "featcache.diagnosis",
+    "train": "featcache.model.train",
+    "export_model": "featcache.model.export",
+    "load_model": "featcache.model.predict",
+    "check_export": "featcache.model.check",
+    "evaluate_model": "featcache.model.check",
 }
 
 __all__ = sorted(_EXPORTS)

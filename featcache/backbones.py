@@ -56,6 +56,9 @@ class Backbone:
     spec: BackboneSpec
     fingerprint: str
     fn: Callable
+    # for export: the Keras model or hub object behind ``fn``, and ``fn`` before freezing
+    model: object = None
+    graph_fn: Callable = None
 
 
 def _fingerprint(spec: BackboneSpec, weights_digest: str) -> str:
@@ -147,7 +150,7 @@ def load_keras_backbone(name: str, weights: str = "imagenet", seed: int = 0) -> 
         return model(preprocess(x), training=False)
 
     digest = _hash_arrays(w.numpy() for w in model.weights)
-    return Backbone(spec, _fingerprint(spec, digest), _freeze(fn))
+    return Backbone(spec, _fingerprint(spec, digest), _freeze(fn), model, fn)
 
 
 def _hub_callable(obj, handle: str):
@@ -222,7 +225,7 @@ def load_hub_backbone(handle: str, image_size: int = 224) -> Backbone:
     def fn(x):
         return call(x / 255.0)
 
-    return Backbone(spec, _fingerprint(spec, _hash_dir(local)), _freeze(fn))
+    return Backbone(spec, _fingerprint(spec, _hash_dir(local)), _freeze(fn), obj, fn)
 
 
 def resolve_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,

@@ -1,0 +1,147 @@
+"""The exported computation: decode, resize, backbone, head, as TensorFlow endpoints.
+
+Every head is the standardisation ``(x - mean) / scale`` followed by a linear map
+to logits and a softmax:
+
+- ``logreg``: logits ``x_s W + b`` (binary: ``[0, z]``, so the softmax is exactly
+  ``[1 - σ(z), σ(z)]``);
+- ``softmax``: the Dense layer of :meth:`SoftmaxHead.to_keras`, in standardised units;
+- ``svm``: margins ``x_s W + b`` fed to the calibrating logistic regression,
+  whose linear map is composed with the SVM's.
+
+The heads store ``coef_`` with the standardisation folded in; the export unfolds it
+again: folded weights ``W / scale`` grow huge on near-constant feature dimensions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from featcache.errors import FeatcacheError
+
+ENDPOINTS = ("serve_bytes", "serve_uint8", "serve_image", "decode_resize", "features", "head")
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """float32 ``mean (d,)``, ``scale (d,)``, ``W (d, k)``, ``b (k,)`` of an exported head."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    W: np.ndarray
+    b: np.ndarray
+
+    def probabilities(self, X) -> np.ndarray:
+        """``softmax(((X - mean) / scale) W + b)`` in numpy, as the exported graph computes it."""
+        z = ((np.asarray(X, np.float32) - self.mean) / self.scale) @ self.W + self.b
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def head_dense(head) -> HeadWeights:
+    """The standardisation and linear map with ``head.predict_proba(X) == softmax(...)``."""
+    coef = getattr(head, "coef_", None)
+    if coef is None:
+        raise FeatcacheError(f"{type(head).__name__} is not a fitted featcache head: "
+                             "fit it (featcache.train) before exporting")
+    Wr, br = np.asarray(coef, np.float64).T, np.asarray(head.intercept_, np.float64).ravel()
+    d = Wr.shape[0]
+    scaler = getattr(head, "scaler_", None)
+    mean = np.zeros(d) if scaler is None else np.asarray(scaler.mean_, np.float64)
+    scale = np.ones(d) if scaler is None else np.asarray(scaler.scale_, np.float64)
+    W, b = Wr * scale[:, None], br + mean @ Wr  # unfold: x Wr + br == x_s W + b
+    if hasattr(head, "calibrator_"):
+        cal = head.calibrator_
+        if cal is None:
+            raise FeatcacheError("an svm head needs probability=True to export probabilities "
+                                 "(featcache.train sets it)")
+        A = np.asarray(cal.coef_, np.float64).T
+        W, b = W @ A, b @ A + np.asarray(cal.intercept_, np.float64).ravel()
+    if W.shape[1] == 1:  # binary: logits [0, z]
+        W = np.hstack([np.zeros_like(W), W])
+        b = np.concatenate([[0.0], b])
+    return HeadWeights(*(a.astype(np.float32) for a in (mean, scale, W, b)))
+
+
+def decode_one(data, size):
+    """One encoded image -> float32 (size, size, 3), as embed's tf.io path decodes it."""
+    import tensorflow as tf
+    img = tf.io.decode_image(data, channels=3, expand_animations=False)
+    img = tf.ensure_shape(img, [None, None, 3])
+    return tf.image.resize(img, (size, size), method="bilinear")
+
+
+def build_archive(backbone, hw: HeadWeights, class_names):
+    """A ``keras.export.ExportArchive`` with every endpoint of :data:`ENDPOINTS`."""
+    import keras
+    import tensorflow as tf
+    size, d = backbone.spec.input_size, backbone.spec.feature_dim
+    module = tf.Module()
+    # The backbone goes in frozen, as embed runs it (weights as graph constants): one copy of the weights, no per-variable save/restore functions, and the
+    # same arithmetic as the cached features. If freezing failed, embed ran the plain
+    # graph, and so does the export, with the variables tracked.
+    fn = backbone.fn
+    if fn is backbone.graph_fn:
+        module.backbone = backbone.model
+    module.mean = tf.Variable(hw.mean, trainable=False, name="feature_mean")
+    module.scale = tf.Variable(hw.scale, trainable=False, name="feature_scale")
+    module.kernel = tf.Variable(hw.W, trainable=False, name="head_kernel")
+    module.bias = tf.Variable(hw.b, trainable=False, name="head_bias")
+    labels = tf.constant(list(class_names))
+
+    def head(x):
+        standardised = (x - module.mean) / module.scale
+        # multiply-and-sum, not matmul: TFLite's dynamic-range variant turns matmuls into
+        # int8 kernels, and standardised features are too uneven for one int8 range
+        logits = tf.reduce_sum(standardised[:, :, None] * module.kernel[None], axis=1)
+        return tf.nn.softmax(logits + module.bias, axis=-1)
+
+    def outputs(images):
+        probs = head(fn(images))
+        idx = tf.argmax(probs, axis=-1)
+        return {"probabilities": probs, "class_index": idx, "label": tf.gather(labels, idx)}
+
+    def decode_resize(data):
+        return tf.map_fn(lambda x: decode_one(x, size), data,
+                         fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+
+    img_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="images")
+    fns = {
+        "serve_bytes": (lambda data: outputs(decode_resize(data)),
+                        tf.TensorSpec([None], tf.string, name="image_bytes")),
+        "serve_uint8": (lambda x: outputs(tf.image.resize(x, (size, size), method="bilinear")),
+                        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")),
+        "serve_image": (outputs, img_spec),
+        "decode_resize": (decode_resize, tf.TensorSpec([None], tf.string, name="image_bytes")),
+        "features": (fn, img_spec),
+        "head": (head, tf.TensorSpec([None, d], tf.float32, name="features")),
+    }
+    archive = keras.export.ExportArchive()
+    archive.track(module)
+    for name in ENDPOINTS:
+        f, spec = fns[name]
+        archive.add_endpoint(name, tf.function(f), input_signature=[spec])
+    return archive
+
+
+def keras_model(backbone, hw: HeadWeights):
+    """A Keras model (resized float RGB in [0, 255] -> probabilities), or None for hub backbones.
+
+    Only ``keras.applications`` backbones whose ``preprocess_input`` is the
+    ``x / 127.5 - 1`` scaling (MobileNetV2, InceptionV3) can be rebuilt from
+    plain layers; a ``.keras`` file cannot hold a TF Hub module.
+    """
+    import keras
+    if backbone.spec.source != "keras":
+        return None
+    size, k = backbone.spec.input_size, hw.W.shape[1]
+    dense = keras.layers.Dense(k, activation="softmax", name="head")
+    model = keras.Sequential([keras.Input((size, size, 3)),
+                              keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess"),
+                              backbone.model, dense])
+    # standardisation folded into the Dense layer: keras' Normalization clamps scales below
+    # 1e-7, which random-init features have; this float32 model is never quantized
+    W = hw.W.astype(np.float64) / hw.scale.astype(np.float64)[:, None]
+    dense.set_weights([W.astype(np.float32), (hw.b - hw.mean.astype(np.float64) @ W).astype(np.float32)])
+    return model
