@@ -92,7 +92,7 @@ def test_keras_file_is_the_same_model(exported):
     import keras
     import tensorflow as tf
 
-    from featcache.pipeline import image_dataset
+    from featcache.decode import image_dataset
     model = tf.saved_model.load(str(exported.model / "saved_model"))
     kmodel = keras.saving.load_model(exported.model / "model.keras")
     _, files = _plain_files(exported.feats, exported.data)
@@ -103,7 +103,7 @@ def test_keras_file_is_the_same_model(exported):
 
 def test_tflite_variants_have_parity_figures(exported):
     from featcache.model.tflite import tflite_probabilities
-    from featcache.pipeline import image_dataset
+    from featcache.decode import image_dataset
     tfl = exported.meta["tflite"]
     assert set(tfl) == {"none", "dynamic"}
     assert tfl["none"]["max_abs_diff"] <= TOLERANCE and tfl["none"]["agreement"] == 1.0
@@ -154,7 +154,8 @@ loaded = [m for m in ("featcache.heads", "featcache.evaluate", "featcache.model.
           if m in sys.modules]
 print(json.dumps({{"rows": rows, "loaded": loaded}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         check=False,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout.strip().splitlines()[-1])

@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from featcache.dataset import inspect_file
-from featcache.pipeline import explain_failure, image_dataset
+from featcache.decode import explain_failure, image_dataset
 
 
 def sniff(files):

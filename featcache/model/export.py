@@ -90,7 +90,7 @@ def _write(tmp: Path, archive, kmodel, labels) -> None:
 
 def _tflite(tmp: Path, quantize, sample, ref, size) -> dict:
     from featcache.model import tflite
-    from featcache.pipeline import image_dataset
+    from featcache.decode import image_dataset
     images = np.concatenate([im.numpy() for im, _ in
                              image_dataset(sample.files, sample.use_pil, size, 32)])
     out = {}

@@ -78,8 +78,9 @@ def build_archive(backbone, hw: HeadWeights, class_names):
     import tensorflow as tf
     size, d = backbone.spec.input_size, backbone.spec.feature_dim
     module = tf.Module()
-    # The backbone goes in frozen, as embed runs it (weights as graph constants): one copy of the weights, no per-variable save/restore functions, and the
-    # same arithmetic as the cached features. If freezing failed, embed ran the plain
+    # The backbone goes in frozen, as embed runs it (weights as graph constants): one copy
+    # of the weights, no per-variable save/restore functions, and the same arithmetic as
+    # the cached features. If freezing failed, embed ran the plain
     # graph, and so does the export, with the variables tracked.
     fn = backbone.fn
     if fn is backbone.graph_fn:

@@ -92,7 +92,7 @@ def model_probabilities(module, sample: Sample) -> np.ndarray:
     """End-to-end probabilities from the files, as a server would compute them."""
     import tensorflow as tf
 
-    from featcache.pipeline import pil_rgb
+    from featcache.decode import pil_rgb
     out = []
     for path, pil in zip(sample.files, sample.use_pil):
         if pil:
@@ -114,7 +114,7 @@ def diagnose(module, features, sample: Sample, size: int) -> str:
     """Which step differs: decode/resize, backbone or head (a sentence)."""
     import tensorflow as tf
 
-    from featcache.pipeline import image_dataset
+    from featcache.decode import image_dataset
     X = features.X[sample.rows]
     host = np.concatenate([im.numpy() for im, _ in image_dataset(sample.files, sample.use_pil,
                                                                   size, 32)])
