@@ -292,3 +292,16 @@ def test_grouped_learning_curve_adds_whole_groups():
     res = learning_curve(feats, lr(), fractions=[0.3, 1.0], folds=3, group_by="folder")
     assert round(res.n_train[0] * 3) % 5 == 0  # mean over 3 folds of whole-clip sizes
     assert res.val.shape == (2, 3) and isinstance(res.advice(), str)
+
+
+def test_grouped_splits_fill_every_fold_when_stratification_cannot():
+    # Found by hypothesis: StratifiedGroupKFold leaves a fold empty on these 5 groups.
+    sizes, labels = (1, 1, 3, 5, 6), (1, 1, 1, 0, 0)
+    g = np.repeat(np.arange(5), sizes)
+    y = np.repeat(labels, sizes)
+    X = np.zeros((len(y), 3))
+    plan = make_splits((X, y), folds=5, repeats=2, group_by=g, seed=0)
+    assert plan.n_splits == 10
+    for tr, te in plan.splits:
+        assert len(te) and len(set(plan.groups[te])) == 1  # one group per fold
+        assert set(y[tr]) == {0, 1}

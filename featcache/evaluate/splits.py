@@ -8,15 +8,18 @@ paired.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.model_selection import (RepeatedStratifiedKFold, StratifiedGroupKFold,
+from sklearn.model_selection import (GroupKFold, RepeatedStratifiedKFold, StratifiedGroupKFold,
                                      StratifiedKFold)
 
 from featcache.errors import FeatcacheError
 from featcache.features import Features
+
+log = logging.getLogger(__name__)
 
 NEAR_DUPLICATES = "near-duplicates"
 FOLDER = "folder"
@@ -288,7 +291,14 @@ def _grouped_splits(X, y, groups, folds, repeats, seed, label):
     splits = []
     for r in range(repeats):  # sklearn has no repeated StratifiedGroupKFold
         splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed + r)
-        splits += list(splitter.split(X, y, groups))
+        rep = list(splitter.split(X, y, groups))
+        if any(len(te) == 0 for _, te in rep):
+            # Its greedy stratification can leave a fold empty when groups are few; a plain
+            # grouped k-fold fills every fold whenever there are at least `folds` groups.
+            log.info("stratified group %d-fold left a fold empty (seed %d); using a shuffled "
+                     "group %d-fold without stratification", folds, seed + r, folds)
+            rep = list(GroupKFold(folds, shuffle=True, random_state=seed + r).split(X, y, groups))
+        splits += rep
     return splits
 
 
