@@ -187,14 +187,14 @@ def _entries(root: Path) -> list:
         raise FeatcacheError(f"cannot list data folder {root}: {exc.strerror}") from None
 
 
-def list_classes(root: Path, entries=None) -> list[str]:
+def list_classes(root: Path, entries=None, min_classes: int = 2) -> list[str]:
     """Sorted class folder names, with the errors a user needs to see."""
     entries = _entries(root) if entries is None else entries
     classes = sorted(d.name for d in entries if d.is_dir() and not _is_hidden(d.name))
     if not classes:
         raise FeatcacheError(f"{root} has no class sub-folders: put each class's images in "
                              "its own sub-folder, as Keras image_dataset_from_directory expects")
-    if len(classes) == 1:
+    if len(classes) < min_classes:
         raise FeatcacheError(f"{root} has a single class folder ({classes[0]}): "
                              "classification needs at least two")
     bad = [display_name(c) for c in classes if display_name(c) != c]
@@ -204,7 +204,7 @@ def list_classes(root: Path, entries=None) -> list[str]:
     return classes
 
 
-def scan_folder(data_dir, workers: int = 4, progress: bool = True) -> Scan:
+def scan_folder(data_dir, workers: int = 4, progress: bool = True, min_classes: int = 2) -> Scan:
     """Find, hash and sniff every image under ``data_dir``.
 
     Parameters
@@ -215,6 +215,8 @@ def scan_folder(data_dir, workers: int = 4, progress: bool = True) -> Scan:
         Threads for reading and hashing (I/O bound, so more than the cores helps).
     progress : bool
         Show a progress bar on stderr.
+    min_classes : int
+        Fewer class folders is an error: 2 to train, 1 for a held-out test folder.
 
     Returns
     -------
@@ -225,7 +227,7 @@ def scan_folder(data_dir, workers: int = 4, progress: bool = True) -> Scan:
     """
     root = Path(data_dir).expanduser().resolve()
     entries = _entries(root)
-    classes = list_classes(root, entries)
+    classes = list_classes(root, entries, min_classes)
     unlisted: list = []
     rels = [rel for c in classes for rel in _walk(root / c, c, unlisted)]
     with ThreadPoolExecutor(workers) as pool:

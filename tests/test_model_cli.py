@@ -207,3 +207,15 @@ def test_damaged_metadata_is_one_line(env, tmp_path):
     shutil.copytree(env / "model", tmp_path / "m")
     (tmp_path / "m" / "featcache.json").write_text("{not json")
     one_line_error(run("predict", tmp_path / "m", env / "test"), "damaged", "re-export")
+
+
+def test_evaluate_a_test_folder_of_one_class(env, tmp_path):
+    write_images(tmp_path / "t", {"dog": 3}, seed=7)
+    r = run("evaluate", env / "model", tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    assert "no folder for model class(es) cat, fox" in r.output
+    with pytest.warns(UserWarning, match="cat, fox"):
+        rep, _ = featcache.evaluate_model(env / "model", tmp_path / "t", n_boot=20)
+    rows = featcache.load_model(env / "model").predict([tmp_path / "t"])
+    assert rep.n == 3 and rep.accuracy[0] == pytest.approx(np.mean([r["predicted"] == "dog"
+                                                                    for r in rows]))

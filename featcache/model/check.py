@@ -84,7 +84,7 @@ def evaluate_model(model_dir, test_dir, out_dir=None, batch_size: int = 64, n_bo
     from featcache.dataset import scan_folder
     from featcache.evaluate.heldout import evaluate_predictions
     model = load_model(model_dir)
-    scan = scan_folder(test_dir, progress=bool(progress))
+    scan = scan_folder(test_dir, progress=bool(progress), min_classes=1)
     unknown = sorted(set(scan.class_names) - set(model.labels))
     if unknown:
         raise FeatcacheError(f"{test_dir} has class folder(s) the model does not know: "
