@@ -163,3 +163,12 @@ print(json.dumps({{"rows": rows, "loaded": loaded}}))
     preds = {r["path"]: r["predicted"] for r in doc["rows"]}
     assert preds == {str(exported.data / p): "abc"[exported.ref[i].argmax()]
                      for i, p in enumerate(exported.feats.paths)}
+
+
+def test_random_weights_are_rebuilt_from_the_seed_the_cache_records(tmp_path):
+    from featcache.backbones import get_backbone
+    from featcache.model.export import rebuild_backbone
+    write_images(tmp_path / "d", {"a": 1, "b": 1})
+    bb = get_backbone("mobilenet_v2", weights="none", seed=3)
+    featcache.embed(tmp_path / "d", tmp_path / "c.h5", backbone=bb, progress=False)
+    assert rebuild_backbone(featcache.load_features(tmp_path / "c.h5")).fingerprint == bb.fingerprint

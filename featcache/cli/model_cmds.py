@@ -56,15 +56,13 @@ def _grid(text):
 @click.option("--backbone", default=None, help="Cache entry, when the cache holds several.")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Original images for the parity check (default: the folder embedded).")
-@click.option("--embed-seed", default=0, show_default=True, type=int,
-              help="The --seed given to embed with --weights none.")
 @click.option("--sample", default=64, show_default=True, type=int, help="Parity sample size.")
 @click.option("--tflite", is_flag=True, help="Also write model.tflite.")
 @click.option("--quantize", multiple=True, type=click.Choice(["dynamic", "float16"]),
               help="Extra quantized TFLite variants (repeatable; implies --tflite).")
 @click.option("--force", is_flag=True, help="Replace an existing MODEL_DIR.")
 def train(cache, out, head, reg, grid, folds, group_by, seed, metric, class_weight, nested,
-          backbone, data_dir, embed_seed, sample, tflite, quantize, force):
+          backbone, data_dir, sample, tflite, quantize, force):
     """Train a head on every row of CACHE and export it with its backbone to MODEL_DIR."""
     from featcache.model.export import check_output, export_model
     from featcache.model.train import train as run
@@ -74,8 +72,7 @@ def train(cache, out, head, reg, grid, folds, group_by, seed, metric, class_weig
               nested=nested, progress=None)
     click.echo(f"{head}: {res.choice}")
     meta = export_model(res, out, cache=cache, data_dir=data_dir, force=force,
-                        tflite=tflite or bool(quantize), quantize=quantize, sample=sample,
-                        seed=embed_seed)
+                        tflite=tflite or bool(quantize), quantize=quantize, sample=sample)
     par = meta["parity"]["saved_model"]
     click.echo(f"parity (SavedModel vs cache, {par['n']} images): max |Δp| "
                f"{par['max_abs_diff']:.1e}, top-1 agreement {par['agreement']:.0%}")

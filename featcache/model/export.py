@@ -31,13 +31,17 @@ def check_output(out_dir, force: bool) -> Path:
     return out
 
 
-def rebuild_backbone(features, cache_fingerprint: str | None = None, seed: int = 0):
-    """The cache entry's backbone, rebuilt from its spec; FeatcacheError if it is not the same."""
+def rebuild_backbone(features, cache_fingerprint: str | None = None):
+    """The cache entry's backbone, rebuilt from its spec; FeatcacheError if it is not the same.
+
+    Random weights are rebuilt from the seed the spec records (caches from before
+    featcache recorded it were embedded with the default seed, 0).
+    """
     from featcache.backbones import get_backbone
     from featcache.cache import entry_key
     spec = features.spec
     if spec.get("source") == "keras":
-        bb = get_backbone(spec["name"], weights=spec["weights"], seed=seed)
+        bb = get_backbone(spec["name"], weights=spec["weights"], seed=spec.get("seed") or 0)
     elif spec.get("source") == "hub":
         bb = get_backbone(spec["name"], image_size=int(spec["input_size"]))
     else:
@@ -130,7 +134,7 @@ def _build(tmp: Path, result, bb, smp, ref, tflite: bool, quantize) -> dict:
 
 
 def export_model(result, out_dir, *, cache=None, data_dir=None, force: bool = False,
-                 tflite: bool = False, quantize=(), sample: int = 64, seed: int = 0) -> dict:
+                 tflite: bool = False, quantize=(), sample: int = 64) -> dict:
     """Export a :class:`~featcache.model.train.TrainResult` to ``out_dir`` after a parity check.
 
     Parameters
@@ -149,8 +153,6 @@ def export_model(result, out_dir, *, cache=None, data_dir=None, force: bool = Fa
     quantize : sequence of {"dynamic", "float16"}
     sample : int
         Images in the parity sample (stratified).
-    seed : int
-        Seed of ``weights="none"`` backbones (as given to embed).
 
     Returns
     -------
@@ -164,9 +166,9 @@ def export_model(result, out_dir, *, cache=None, data_dir=None, force: bool = Fa
     if data_dir is None:
         raise FeatcacheError("export needs the original images for its parity check: pass "
                              "data_dir= (or cache=)")
-    bb = rebuild_backbone(features, entry.get("fingerprint"), seed)
+    bb = rebuild_backbone(features, entry.get("fingerprint"))
     head_dense(result.head)  # an unexportable head fails before any work
-    smp = parity.gather(features, data_dir, sample, seed)
+    smp = parity.gather(features, data_dir, sample)
     ref = result.head.predict_proba(features.X[smp.rows])
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
