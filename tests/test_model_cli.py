@@ -219,3 +219,14 @@ def test_evaluate_a_test_folder_of_one_class(env, tmp_path):
     rows = featcache.load_model(env / "model").predict([tmp_path / "t"])
     assert rep.n == 3 and rep.accuracy[0] == pytest.approx(np.mean([r["predicted"] == "dog"
                                                                     for r in rows]))
+
+
+def test_unwritable_outputs_are_one_line_before_any_work(env, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(run("train", env / "c.h5", "-o", blocker / "m"), "cannot be written")
+    for opt in ("--csv", "--json"):
+        one_line_error(run("predict", env / "model", env / "test", opt, blocker / "p.out"),
+                       opt, "cannot be written")
+    one_line_error(run("evaluate", env / "model", env / "test", "--out", blocker / "rep"),
+                   "--out", "cannot be written")

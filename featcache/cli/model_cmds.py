@@ -12,6 +12,7 @@ import click
 
 from featcache.cli.app import cli
 from featcache.errors import FeatcacheError
+from featcache.report.outputs import check_writable
 
 _METRICS = click.Choice(["accuracy", "balanced_accuracy", "f1_macro"])
 
@@ -125,6 +126,8 @@ def _csv(rows, top_k) -> str:
 def predict(model_dir, paths, top_k, csv_out, json_out, batch_size):
     """Classify image files, folders (recursive) or .txt lists of paths with MODEL_DIR."""
     from featcache.model.predict import load_model
+    check_writable(csv_out, "--csv")
+    check_writable(json_out, "--json")
     rows = load_model(model_dir).predict(list(paths), top_k=top_k, batch_size=batch_size)
     if csv_out:
         _atomic_write(csv_out, _csv(rows, top_k))
@@ -153,8 +156,10 @@ def predict(model_dir, paths, top_k, csv_out, json_out, batch_size):
 def evaluate(model_dir, test_dir, out_dir, force, batch_size, seed):
     """Held-out evaluation of MODEL_DIR on TEST_DIR (one sub-folder per class)."""
     from featcache.model.check import evaluate_model
-    if out_dir and Path(out_dir).exists() and not force:
+    out = Path(out_dir) if out_dir else None
+    if out and out.is_dir() and any(out.iterdir()) and not force:
         raise FeatcacheError(f"--out {out_dir} already exists: pass --force to write into it")
+    check_writable(out, "--out", folder=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         report, files = evaluate_model(model_dir, test_dir, out_dir, batch_size=batch_size,

@@ -28,6 +28,15 @@ def check_output(out_dir, force: bool) -> Path:
                              "replace it; the old model is kept until the new one is complete")
     if out.exists() and not out.is_dir():
         raise FeatcacheError(f"output {out} is a file, not a model directory")
+    try:  # the model is built beside its final place, so that folder must take files
+        out.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(out.parent, os.W_OK | os.X_OK)
+    except OSError as exc:
+        raise FeatcacheError(f"output {out} cannot be written ({exc.strerror}); choose another "
+                             "path; nothing was computed") from None
+    if not writable:
+        raise FeatcacheError(f"output {out} cannot be written (no write permission on "
+                             f"{out.parent}); choose another path; nothing was computed")
     return out
 
 
