@@ -329,3 +329,9 @@ def test_damaged_entry_attribute_is_one_line(tmp_path):
     with pytest.raises(FeatcacheError, match="c.h5 is damaged and cannot be read"):
         featcache.load_features(cache)
     assert "is damaged" in _one_line_cli("info", cache)
+
+
+def test_a_folder_given_as_the_cache_is_named_as_such(tmp_path):
+    from featcache.cache import load_features
+    with pytest.raises(FeatcacheError, match="is a folder, not a cache file"):
+        load_features(tmp_path)

@@ -24,6 +24,9 @@ def _is_locked(exc: OSError) -> bool:
 def open_read(cache_path) -> h5py.File:
     """Open a cache read-only, with one clear error for each way that can fail."""
     path = Path(cache_path)
+    if path.is_dir():
+        raise FeatcacheError(f"{path} is a folder, not a cache file: give the .h5 file that "
+                             "`featcache embed -o` wrote")
     if not path.is_file():
         raise FeatcacheError(f"no cache file at {path}: run `featcache embed DATA_DIR -o {path}` first")
     try:
