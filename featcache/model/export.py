@@ -95,7 +95,10 @@ def _metadata(result, bb, par, sample_ref) -> dict:
 
 
 def _write(tmp: Path, archive, kmodel, labels) -> None:
-    archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
+    import inspect
+    # Keras before 3.4 has no `verbose` (and prints nothing); later ones print every endpoint.
+    quiet = {"verbose": False} if "verbose" in inspect.signature(archive.write_out).parameters else {}
+    archive.write_out(str(tmp / SAVED_MODEL), **quiet)
     if kmodel is not None:
         kmodel.save(tmp / "model.keras")
     (tmp / "labels.json").write_text(json.dumps(list(labels), indent=1), encoding="utf-8")

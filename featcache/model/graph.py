@@ -138,9 +138,11 @@ def keras_model(backbone, hw: HeadWeights):
         return None
     size, k = backbone.spec.input_size, hw.W.shape[1]
     dense = keras.layers.Dense(k, activation="softmax", name="head")
-    model = keras.Sequential([keras.Input((size, size, 3)),
-                              keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess"),
-                              backbone.model, dense])
+    # Functional, not Sequential: Keras 3.1 reloads a Sequential around a nested model with
+    # its output wrapped in a list.
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    model = keras.Model(inputs, dense(backbone.model(x)))
     # standardisation folded into the Dense layer: keras' Normalization clamps scales below
     # 1e-7, which random-init features have; this float32 model is never quantized
     W = hw.W.astype(np.float64) / hw.scale.astype(np.float64)[:, None]
