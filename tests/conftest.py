@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -50,6 +52,26 @@ def clip_features(n_classes=3, clips_per_class=8, frames=5, d=16, signal=1.0, ji
                     [f"{prefix}{c}" for c in range(n_classes)],
                     np.array([f"{i:064x}" for i in range(len(y))]), backbone="synthetic",
                     spec={"name": "synthetic"})
+
+
+@contextmanager
+def lock_held_in_thread(cache, timeout=60):
+    """Hold ``cache``'s writer lock in another thread for the duration of the block."""
+    from featcache.journal import writer_lock
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with writer_lock(cache):
+            holding.set()
+            release.wait(timeout)
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert holding.wait(10), "the lock was not taken"
+        yield
+    finally:
+        release.set()
+        t.join()
 
 
 @pytest.fixture(scope="session")

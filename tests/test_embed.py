@@ -5,7 +5,6 @@ import dataclasses
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import h5py
@@ -14,7 +13,7 @@ import pytest
 from PIL import Image
 
 import featcache
-from conftest import write_images
+from conftest import lock_held_in_thread, write_images
 from featcache.errors import FeatcacheError
 from featcache.journal import writer_lock
 
@@ -260,21 +259,9 @@ def test_concurrent_embed_subprocess_blocked(tmp_path):
     """A real second process on the same cache fails fast while the first holds the lock."""
     write_images(tmp_path / "data", {"a": 1, "b": 1})
     cache = tmp_path / "c.h5"
-    holding, release = threading.Event(), threading.Event()
-
-    def hold():
-        with writer_lock(cache):
-            holding.set()
-            release.wait(60)
-    t = threading.Thread(target=hold)
-    t.start()
-    holding.wait(10)
-    try:
+    with lock_held_in_thread(cache):
         out, err = _cli("embed", tmp_path / "data", "-o", cache, "--weights", "none").communicate(
             timeout=120)
-    finally:
-        release.set()
-        t.join()
     assert "another featcache process is writing" in err and "Traceback" not in err
 
 

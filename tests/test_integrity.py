@@ -6,7 +6,6 @@ import dataclasses
 import errno
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import h5py
@@ -17,7 +16,7 @@ from click.testing import CliRunner
 import featcache
 import featcache.cache.write as cache_write
 import featcache.embedding as embedding
-from conftest import write_images
+from conftest import lock_held_in_thread, write_images
 from featcache.cache import save_features, writer_lock
 from featcache.cli import cli
 from featcache.errors import FeatcacheError
@@ -279,23 +278,12 @@ def test_acquirer_of_an_unlinked_lock_file_retries(tmp_path, monkeypatch):
         opened.append(path)
         return orphan if len(opened) == 1 else open(path, mode, *a, **k)
     monkeypatch.setattr(cache_write, "open", open_first_orphan, raising=False)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold():
-        with writer_lock(cache):
-            holding.set()
-            release.wait(30)
-    t = threading.Thread(target=hold)
-    t.start()
-    try:
-        assert holding.wait(10) and len(opened) == 2
+    with lock_held_in_thread(cache, timeout=30):
+        assert len(opened) == 2
         monkeypatch.undo()
         with pytest.raises(FeatcacheError, match="another featcache process is writing"):
             with writer_lock(cache):
                 pass
-    finally:
-        release.set()
-        t.join()
 
 
 def test_journal_segment_synced_before_it_is_published(tmp_path, monkeypatch):
