@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated image folders and one small backbone per session."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from contextlib import contextmanager
@@ -52,6 +53,16 @@ def clip_features(n_classes=3, clips_per_class=8, frames=5, d=16, signal=1.0, ji
                     [f"{prefix}{c}" for c in range(n_classes)],
                     np.array([f"{i:064x}" for i in range(len(y))]), backbone="synthetic",
                     spec={"name": "synthetic"})
+
+
+def counting(backbone):
+    """The same backbone, recording how many images each call sees."""
+    calls = []
+
+    def fn(x):
+        calls.append(int(x.shape[0]))
+        return backbone.fn(x)
+    return dataclasses.replace(backbone, fn=fn), calls
 
 
 @contextmanager

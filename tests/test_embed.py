@@ -1,7 +1,6 @@
 """The embed pass and the cache: Keras parity, resume after kill -9, incremental runs, safety."""
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import sys
@@ -13,19 +12,9 @@ import pytest
 from PIL import Image
 
 import featcache
-from conftest import lock_held_in_thread, write_images
+from conftest import counting, lock_held_in_thread, write_images
 from featcache.errors import FeatcacheError
 from featcache.journal import writer_lock
-
-
-def _counting(backbone):
-    """The same backbone, recording how many images each call sees."""
-    calls = []
-
-    def fn(x):
-        calls.append(int(x.shape[0]))
-        return backbone.fn(x)
-    return dataclasses.replace(backbone, fn=fn), calls
 
 
 def _keras_reference(data_dir, size, preprocess, model):
@@ -66,7 +55,7 @@ def test_features_match_plain_keras(tmp_path, mobilenet):
 def test_incremental_embeds_only_new_and_changed(tmp_path, mobilenet):
     data, cache = tmp_path / "data", tmp_path / "c.h5"
     write_images(data, {"a": 5, "b": 5})
-    bb, calls = _counting(mobilenet)
+    bb, calls = counting(mobilenet)
     featcache.embed(data, cache, backbone=bb, batch_size=4, progress=False)
     assert sum(calls) == 10
     before = featcache.load_features(cache)
@@ -99,7 +88,7 @@ def test_corrupt_image_recorded_not_crashing(tmp_path, mobilenet):
     assert "decode" in failures["a/img_001.jpg"] or "rejected" in failures["a/img_001.jpg"]
     assert "a/img_001.jpg" not in featcache.load_features(cache).paths
 
-    bb, calls = _counting(mobilenet)  # a known failure is not retried until the file changes
+    bb, calls = counting(mobilenet)  # a known failure is not retried until the file changes
     assert featcache.embed(data, cache, backbone=bb, progress=False).failed == 2 and not calls
 
 
@@ -314,7 +303,7 @@ def test_failed_commit_loses_nothing_and_rerun_resumes(tmp_path, mobilenet, monk
 
     monkeypatch.undo()
     (tmp_path / "c.h5.tmp-99999").write_bytes(b"left by a writer killed mid-rewrite")
-    bb, calls = _counting(mobilenet)
+    bb, calls = counting(mobilenet)
     s = featcache.embed(data, cache, backbone=bb, progress=False)
     assert not calls and s.cached == 8 and len(featcache.load_features(cache)) == 8
     assert not list(tmp_path.glob("c.h5.tmp-*"))

@@ -2,7 +2,6 @@
 full disks, locks, and the one-line messages for each."""
 from __future__ import annotations
 
-import dataclasses
 import errno
 import subprocess
 import sys
@@ -16,20 +15,11 @@ from click.testing import CliRunner
 import featcache
 import featcache.cache.write as cache_write
 import featcache.embedding as embedding
-from conftest import lock_held_in_thread, write_images
+from conftest import counting, lock_held_in_thread, write_images
 from featcache.cache import save_features, writer_lock
 from featcache.cli import cli
 from featcache.errors import FeatcacheError
 from featcache.features import Features
-
-
-def _counting(backbone):
-    calls = []
-
-    def fn(x):
-        calls.append(int(x.shape[0]))
-        return backbone.fn(x)
-    return dataclasses.replace(backbone, fn=fn), calls
 
 
 def _entry(f):
@@ -81,7 +71,7 @@ def test_flipped_features_and_labels_detected_then_healed(embedded, mobilenet):
         featcache.cache_info(cache)
     assert "damaged row" in _one_line_cli("info", cache)
 
-    bb, calls = _counting(mobilenet)
+    bb, calls = counting(mobilenet)
     s = featcache.embed(data, cache, backbone=bb, progress=False)
     assert s.healed == 2 and "healed 2" in str(s) and sum(calls) == 2 and s.cached == 6
     after = featcache.load_features(cache)
@@ -190,7 +180,7 @@ def test_damaged_journal_segments_discarded_and_reembedded(tmp_path, mobilenet, 
     raw[len(raw) // 3] ^= 0xFF                        # bad CRC inside the zip
     segs[2].write_bytes(bytes(raw))
 
-    bb, calls = _counting(mobilenet)
+    bb, calls = counting(mobilenet)
     r = CliRunner().invoke(cli, ["embed", str(data), "-o", str(cache), "--weights", "none"])
     assert r.exit_code == 0 and "Aborted" not in r.output, r.output
     assert "discarded 3 damaged journal segment(s)" in r.output
@@ -243,7 +233,7 @@ def test_disk_full_in_journal_then_commit_is_one_line_and_loses_nothing(embedded
     assert cache.read_bytes() == committed and not list(cache.parent.glob("c.h5.tmp-*"))
 
     monkeypatch.undo()
-    bb, calls = _counting(mobilenet)
+    bb, calls = counting(mobilenet)
     s = featcache.embed(data, cache, backbone=bb, progress=False)
     assert sum(calls) == 0 and s.cached == 12  # both runs' batches were kept
     assert len(featcache.load_features(cache)) == 12
