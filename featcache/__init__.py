@@ -20,6 +20,7 @@ _EXPORTS = {
     "get_head": "featcache.heads",
     "cross_validate_heads": "featcache.evaluate",
     "sweep": "featcache.evaluate",
+    "nested_cv": "featcache.evaluate",
     "learning_curve": "featcache.evaluate",
     "compare_random_grouped": "featcache.evaluate",
     "make_splits": "featcache.evaluate",

@@ -107,9 +107,9 @@ def render_report_html(report, confusion_png, reliability_png) -> str:
                   "misclassified.",
                   f"Balanced accuracy {report.balanced_accuracy[0]:.3f}, macro-F1 "
                   f"{report.f1_macro[0]:.3f}, expected calibration error {report.ece:.3f}."]
-    page = render_html("Held-out evaluation", conclusion, sections,
-                       f"{len(report.class_names)} classes, {report.n} test images")
-    return page.replace("</body>", misclassified_html(report.misclassified) + "</body>", 1)
+    return render_html("Held-out evaluation", conclusion, sections,
+                       f"{len(report.class_names)} classes, {report.n} test images",
+                       extra_html=misclassified_html(report.misclassified))
 
 
 def misclassified_html(misclassified, limit: int = MAX_THUMBNAILS) -> str:

@@ -84,7 +84,7 @@ def _section(sec: Section) -> str:
             f"<div class=\"numbers\">{notes}{tables}</div>{plots}</div>")
 
 
-def render_html(title: str, conclusion, sections, meta: str = "") -> str:
+def render_html(title: str, conclusion, sections, meta: str = "", extra_html: str = "") -> str:
     """The whole report as one HTML string.
 
     Parameters
@@ -93,6 +93,7 @@ def render_html(title: str, conclusion, sections, meta: str = "") -> str:
     conclusion : list of str, plain-language sentences shown first.
     sections : list of Section
     meta : str, one line under the title (data source, settings).
+    extra_html : str, trusted HTML (already escaped) appended after the sections.
     """
     items = "".join(f"<li>{html.escape(c)}</li>" for c in conclusion)
     body = "".join(_section(s) for s in sections)
@@ -100,7 +101,7 @@ def render_html(title: str, conclusion, sections, meta: str = "") -> str:
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p class=\"meta\">{html.escape(meta)}</p>"
             f"<div class=\"conclusion\"><strong>Conclusion</strong><ul>{items}</ul></div>"
-            f"{body}</body></html>\n")
+            f"{body}{extra_html}</body></html>\n")
 
 
 def write_html(path, title: str, conclusion, sections, meta: str = "") -> Path:
