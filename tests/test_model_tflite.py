@@ -76,7 +76,9 @@ def _constant_model(size, out_path):
     return out_path
 
 
-def test_unusable_variant_is_refused_and_the_rest_exported(trained, monkeypatch):
+@pytest.fixture
+def broken_float16(monkeypatch):
+    """The float16 conversion yields a model that ignores its input (the original bug's symptom)."""
     real = tflite.convert
 
     def convert(saved_model_dir, out_path, quantize="none"):
@@ -85,6 +87,9 @@ def test_unusable_variant_is_refused_and_the_rest_exported(trained, monkeypatch)
         return real(saved_model_dir, out_path, quantize)
 
     monkeypatch.setattr(tflite, "convert", convert)
+
+
+def test_unusable_variant_is_refused_and_the_rest_exported(trained, broken_float16):
     out = trained.root / "bad"
     with pytest.warns(UserWarning, match=r"TFLite variant 'float16' \(model_float16.tflite\) "
                                          r"not written: on 18 sample images its top-1 agreement"):
@@ -96,3 +101,17 @@ def test_unusable_variant_is_refused_and_the_rest_exported(trained, monkeypatch)
     assert not (out / "model_float16.tflite").exists()
     assert (out / "model.tflite").is_file() and (out / "saved_model" / "saved_model.pb").is_file()
     assert json.loads((out / "featcache.json").read_text())["tflite"]["float16"] == fig
+
+
+def test_cli_prints_the_refusal_once_and_exports_the_rest(trained, broken_float16):
+    from click.testing import CliRunner
+
+    from featcache.cli import cli
+    out = trained.root / "bad_cli"
+    r = CliRunner().invoke(cli, ["train", str(trained.root / "c.h5"), "--C", "0.1", "-o", str(out),
+                                 "--quantize", "float16"])
+    assert r.exit_code == 0, r.output
+    refused = [ln for ln in r.output.splitlines() if "float16" in ln]
+    assert len(refused) == 1 and refused[0].startswith("warning: TFLite variant 'float16'"), r.output
+    assert "UserWarning" not in r.output
+    assert (out / "model.tflite").is_file() and not (out / "model_float16.tflite").exists()
