@@ -72,12 +72,17 @@ def train(cache, out, head, reg, grid, folds, group_by, seed, metric, class_weig
               group_by=group_by, seed=seed, metric=metric, class_weight=class_weight,
               nested=nested, progress=None)
     click.echo(f"{head}: {res.choice}")
-    meta = export_model(res, out, cache=cache, data_dir=data_dir, force=force,
-                        tflite=tflite or bool(quantize), quantize=quantize, sample=sample)
+    with warnings.catch_warnings():  # a refused TFLite variant is printed below, once
+        warnings.filterwarnings("ignore", message="TFLite variant", category=UserWarning)
+        meta = export_model(res, out, cache=cache, data_dir=data_dir, force=force,
+                            tflite=tflite or bool(quantize), quantize=quantize, sample=sample)
     par = meta["parity"]["saved_model"]
     click.echo(f"parity (SavedModel vs cache, {par['n']} images): max |Δp| "
                f"{par['max_abs_diff']:.1e}, top-1 agreement {par['agreement']:.0%}")
     for q, fig in meta["tflite"].items():
+        if fig.get("refused"):
+            click.echo(f"warning: {fig['refused']}", err=True)
+            continue
         click.echo(f"TFLite {q}: {fig['file']} {fig['bytes'] / 2**20:.1f} MiB, max |Δp| "
                    f"{fig['max_abs_diff']:.1e}, top-1 agreement {fig['agreement']:.1%}")
     click.echo(f"model written to {out}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,6 +116,11 @@ def _tflite(tmp: Path, quantize, sample, ref, size) -> dict:
         fig = parity.compare(ref, tflite.tflite_probabilities(path, images))
         out[q] = {"file": path.name, "bytes": path.stat().st_size,
                   "max_abs_diff": fig.max_abs_diff, "agreement": fig.agreement, "n": fig.n}
+        why = tflite.refusal(q, fig)
+        if why:  # never written as if usable: no file, the reason in featcache.json
+            path.unlink()
+            out[q].update(file=None, refused=why)
+            warnings.warn(why, UserWarning, stacklevel=2)
     return out
 
 

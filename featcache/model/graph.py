@@ -64,6 +64,56 @@ def head_dense(head) -> HeadWeights:
     return HeadWeights(*(a.astype(np.float32) for a in (mean, scale, W, b)))
 
 
+# float16 TFLite stores every float constant as float16: normal numbers from 2**-14 to
+# 65504, subnormals down to 2**-24. Power-of-two factors are exact in float32.
+F16_STEP = 14
+
+
+def pow2_exponent(values) -> int:
+    """``k`` with ``values * 2**k`` of order 1 (median of the non-zero magnitudes)."""
+    mags = np.abs(np.asarray(values, np.float64))
+    mags = mags[mags > 0]
+    return 0 if mags.size == 0 else int(-np.round(np.log2(np.median(mags))))
+
+
+def pow2_steps(k: int) -> list:
+    """float32 factors, each representable in float16, whose product is ``2**k``."""
+    sign, k = (1 if k >= 0 else -1), abs(k)
+    steps = [F16_STEP] * (k // F16_STEP) + ([k % F16_STEP] if k % F16_STEP else [])
+    return [np.float32(2.0 ** (sign * s)) for s in steps]
+
+
+@dataclass(frozen=True)
+class Rescaled:
+    """Head constants rescaled by powers of two so float16 can hold them.
+
+    The graph computes ``((x 2^k - mean 2^k) / (scale 2^k)) (W 2^m) + b 2^m``, then
+    multiplies the logits by ``2^-m``: the same numbers as :class:`HeadWeights` in float32
+    (power-of-two products are exact), but with constants of order 1. Random-weight
+    backbones give features around 1e-11, below float16's smallest subnormal (6e-8).
+    """
+
+    hw: HeadWeights
+    feature_exp: int
+    logit_exp: int
+
+    @classmethod
+    def of(cls, hw: HeadWeights) -> "Rescaled":
+        k = pow2_exponent(hw.scale[hw.scale != 1.0]) if (hw.scale != 1.0).any() else 0
+        m = pow2_exponent(hw.W)
+        f64 = [a.astype(np.float64) for a in (hw.mean, hw.scale, hw.W, hw.b)]
+        scaled = HeadWeights(*(a.astype(np.float32) for a in (
+            f64[0] * 2.0 ** k, f64[1] * 2.0 ** k, f64[2] * 2.0 ** m, f64[3] * 2.0 ** m)))
+        return cls(scaled, k, m)
+
+
+def multiply_steps(x, k: int):
+    """``x * 2**k`` as successive multiplications by float16-representable constants."""
+    for f in pow2_steps(k):
+        x = x * f
+    return x
+
+
 def decode_one(data, size):
     """One encoded image -> float32 (size, size, 3), as embed's tf.io path decodes it."""
     import tensorflow as tf
@@ -85,6 +135,8 @@ def build_archive(backbone, hw: HeadWeights, class_names):
     fn = backbone.fn
     if fn is backbone.graph_fn:
         module.backbone = backbone.model
+    rs = Rescaled.of(hw)
+    hw = rs.hw
     module.mean = tf.Variable(hw.mean, trainable=False, name="feature_mean")
     module.scale = tf.Variable(hw.scale, trainable=False, name="feature_scale")
     module.kernel = tf.Variable(hw.W, trainable=False, name="head_kernel")
@@ -92,11 +144,11 @@ def build_archive(backbone, hw: HeadWeights, class_names):
     labels = tf.constant(list(class_names))
 
     def head(x):
-        standardised = (x - module.mean) / module.scale
+        standardised = (multiply_steps(x, rs.feature_exp) - module.mean) / module.scale
         # multiply-and-sum, not matmul: TFLite's dynamic-range variant turns matmuls into
         # int8 kernels, and standardised features are too uneven for one int8 range
         logits = tf.reduce_sum(standardised[:, :, None] * module.kernel[None], axis=1)
-        return tf.nn.softmax(logits + module.bias, axis=-1)
+        return tf.nn.softmax(multiply_steps(logits + module.bias, -rs.logit_exp), axis=-1)
 
     def outputs(images):
         probs = head(fn(images))

@@ -15,6 +15,10 @@ from featcache.errors import FeatcacheError
 
 VARIANTS = {"none": "model.tflite", "dynamic": "model_dynamic.tflite",
             "float16": "model_float16.tflite"}
+# A variant is written only if, on the parity sample, it agrees with the SavedModel on
+# at least this share of top-1 predictions and no probability moves by more than this.
+MIN_AGREEMENT = 0.95
+MAX_ABS_DIFF = 0.2
 
 
 def convert(saved_model_dir, out_path, quantize: str = "none") -> Path:
@@ -56,3 +60,13 @@ def tflite_probabilities(path, images: np.ndarray) -> np.ndarray:
     run = interp.get_signature_runner("serve_image")
     return np.concatenate([run(images=images[i:i + 1].astype(np.float32))["probabilities"]
                            for i in range(len(images))])
+
+
+def refusal(quantize: str, fig) -> str | None:
+    """Why variant ``quantize`` with parity ``fig`` must not be written, or None if usable."""
+    if fig.agreement >= MIN_AGREEMENT and fig.max_abs_diff <= MAX_ABS_DIFF:
+        return None
+    return (f"TFLite variant {quantize!r} ({VARIANTS[quantize]}) not written: on {fig.n} sample "
+            f"images its top-1 agreement with the SavedModel is {fig.agreement:.1%} and max "
+            f"|Δp| {fig.max_abs_diff:.2g} (usable needs >= {MIN_AGREEMENT:.0%} and <= "
+            f"{MAX_ABS_DIFF}); the rest of the model is exported")
