@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -93,6 +94,8 @@ def test_unusable_variant_is_refused_and_the_rest_exported(trained, broken_float
     out = trained.root / "bad"
     with pytest.warns(UserWarning, match=r"TFLite variant 'float16' \(model_float16.tflite\) "
                                          r"not written: on 18 sample images its top-1 agreement"):
+        # pytest.warns records every warning and re-emits the others: keep Keras' quiet
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="keras")
         meta = featcache.export_model(trained.res, out, cache=trained.root / "c.h5",
                                       tflite=True, quantize=["float16"])
     fig = meta["tflite"]["float16"]
