@@ -86,6 +86,25 @@ def lock_held_in_thread(cache, timeout=60):
 
 
 @pytest.fixture(scope="session")
+def trained_logreg(tmp_path_factory, mobilenet):
+    """A random-weight MobileNetV2 cache of 18 JPEG/PNG/BMP/GIF images (one PNG with alpha,
+    which embed decodes with PIL) and a logreg head trained on it, for the export tests."""
+    from types import SimpleNamespace
+
+    import featcache
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "data"
+    write_images(data, {"a": 6}, fmt="JPEG")
+    write_images(data, {"b": 5}, fmt="PNG", seed=1)
+    write_images(data, {"c": 3}, fmt="BMP", seed=2)
+    write_images(data, {"c": 3}, fmt="GIF", seed=3)
+    rgba = np.random.default_rng(4).integers(0, 256, (30, 20, 4)).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(data / "b" / "alpha.png")
+    featcache.embed(data, root / "c.h5", backbone=mobilenet, progress=False)
+    return SimpleNamespace(root=root, data=data, res=featcache.train(root / "c.h5", "logreg", folds=3))
+
+
+@pytest.fixture(scope="session")
 def mobilenet():
     """MobileNetV2 with seeded random weights, loaded once for the whole run."""
     from featcache.backbones import get_backbone

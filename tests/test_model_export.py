@@ -13,24 +13,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import write_images
-from PIL import Image
 
 import featcache
 from featcache.model.parity import TOLERANCE
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, mobilenet):
-    root = tmp_path_factory.mktemp("export")
-    data = root / "data"
-    write_images(data, {"a": 6}, fmt="JPEG")
-    write_images(data, {"b": 5}, fmt="PNG", seed=1)
-    write_images(data, {"c": 3}, fmt="BMP", seed=2)
-    write_images(data, {"c": 3}, fmt="GIF", seed=3)
-    rgba = np.random.default_rng(4).integers(0, 256, (30, 20, 4)).astype(np.uint8)
-    Image.fromarray(rgba, "RGBA").save(data / "b" / "alpha.png")  # embed decodes it with PIL
-    featcache.embed(data, root / "c.h5", backbone=mobilenet, progress=False)
-    res = featcache.train(root / "c.h5", "logreg", folds=3)
+def exported(trained_logreg):
+    root, data, res = trained_logreg.root, trained_logreg.data, trained_logreg.res
     meta = featcache.export_model(res, root / "model", cache=root / "c.h5", tflite=True,
                                   quantize=["dynamic"])
     feats = featcache.load_features(root / "c.h5")

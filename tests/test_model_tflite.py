@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import json
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import write_images
 
 import featcache
 from featcache.model import tflite
@@ -15,15 +13,8 @@ from featcache.model.graph import HeadWeights, Rescaled, pow2_steps
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, mobilenet):
-    root = tmp_path_factory.mktemp("tfl")
-    data = root / "data"
-    write_images(data, {"a": 6}, fmt="JPEG")
-    write_images(data, {"b": 6}, fmt="PNG", seed=1)
-    write_images(data, {"c": 6}, fmt="BMP", seed=2)
-    featcache.embed(data, root / "c.h5", backbone=mobilenet, progress=False)
-    res = featcache.train(root / "c.h5", "logreg", folds=3)
-    return SimpleNamespace(root=root, res=res)
+def trained(trained_logreg):
+    return trained_logreg
 
 
 @pytest.mark.parametrize("k", [-40, -15, -14, -1, 0, 3, 14, 29, 41])
