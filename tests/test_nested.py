@@ -152,3 +152,12 @@ def test_class_weight_balanced_on_cv_and_sweep(tmp_path):
     for head in ("logreg", "svm"):
         unweighted = sweeps[0][head]["summary"]["balanced_accuracy"][0]["mean"]
         assert sweeps[2][head]["summary"]["balanced_accuracy"][0]["mean"] > unweighted + 0.05
+
+
+def test_nested_gap_is_in_the_chosen_metric():
+    f = small_clips()
+    nested = nested_cv(f, "logreg", grids=[0.3], folds=4, seed=2, metric="f1_macro")
+    plain = cross_validate_heads(f, "logreg", folds=4, seed=2, metric="f1_macro",
+                                 head_params={"reg": 0.3})
+    for m in ("train_score", "gap"):
+        assert nested.heads["logreg"].folds[m] == plain.heads["logreg"].folds[m], m

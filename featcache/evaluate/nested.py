@@ -14,10 +14,10 @@ from sklearn.base import clone
 
 from featcache.errors import FeatcacheError
 from featcache.jsonout import jsonable, num
-from featcache.evaluate._heads import resolve_heads
+from featcache.evaluate._common import prepare_run
 from featcache.evaluate.cv import progress_bar
-from featcache.evaluate.metrics import BOUNDS, SCORE_METRICS, fold_scores
-from featcache.evaluate.splits import SplitPlan, as_features, make_splits
+from featcache.evaluate.metrics import BOUNDS, fold_scores
+from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.sweeps import SWEEP_KEYS, SweepResult, sweep
 from featcache.threads import blas_thread_limit
@@ -143,13 +143,10 @@ def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: 
     -------
     NestedResult
     """
-    if metric not in SCORE_METRICS:
-        raise FeatcacheError(f"metric must be one of {', '.join(SCORE_METRICS)}, got {metric!r}")
-    features = as_features(data)
-    plan = make_splits(features, folds, repeats, group_by, seed)
-    ests = resolve_heads(heads, head_params, seed)
-    outer = sweep(features, ests, grids=grids, cv=plan.splits, metric=metric, param=param)
-    outer.plan = plan  # same splits; keep the real description
+    features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
+                                       group_by=group_by, seed=seed, head_params=head_params,
+                                       metric=metric)
+    outer = sweep(features, ests, grids=grids, plan=plan, metric=metric, param=param)
     per_fold = []
     with progress_bar(plan.n_splits, "nested", progress) as bar:
         for j in range(plan.n_splits):
@@ -182,7 +179,7 @@ def _outer_fold(features, ests, plan, j, grids, inner_folds, seed, metric, param
         for name, est in ests.items():
             h = inner.heads[name]
             model = clone(est).set_params(**{h.param: h.best_value}).fit(X[tr], y[tr])
-            scores, _ = fold_scores(model, X[tr], y[tr], X[te], y[te], K)
+            scores, _ = fold_scores(model, X[tr], y[tr], X[te], y[te], K, metric=metric)
             out[name] = (h.best_value, scores)
     return out
 
