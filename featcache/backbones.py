@@ -121,9 +121,7 @@ def _build_keras(name: str, weights: str, seed: int):
     keras.utils.set_random_seed(seed)  # random init must be reproducible for resume
     model = ctor(weights=None, **kwargs)
     if weights != "none":
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FeatcacheError(f"weights file {path} does not exist")
+        path = weights_file(weights)
         try:
             model.load_weights(str(path))
         except (ValueError, OSError, KeyError, TypeError) as exc:  # wrong file, shapes or layers
@@ -228,6 +226,14 @@ def load_hub_backbone(handle: str, image_size: int = 224) -> Backbone:
     return Backbone(spec, _fingerprint(spec, _hash_dir(local)), _freeze(fn), obj, fn)
 
 
+def weights_file(weights) -> Path:
+    """A local weights file's path, or FeatcacheError when there is none."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FeatcacheError(f"weights file {path} does not exist")
+    return path
+
+
 def resolve_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
                      image_size: int | None = None, seed: int = 0) -> Callable[[], Backbone]:
     """Check backbone arguments without loading anything; return the loader.
@@ -240,8 +246,8 @@ def resolve_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
             raise FeatcacheError(f"{backbone} takes {KERAS_BACKBONES[backbone][2]} px images, "
                                  f"not image_size={image_size}")
         weights = weights or "imagenet"
-        if weights not in ("imagenet", "none") and not Path(weights).expanduser().is_file():
-            raise FeatcacheError(f"weights file {Path(weights).expanduser()} does not exist")
+        if weights not in ("imagenet", "none"):
+            weights_file(weights)
         return lambda: load_keras_backbone(backbone, weights, seed)
     if backbone.startswith(("http://", "https://", "gs://")) or Path(backbone).expanduser().is_dir():
         if weights not in (None, "imagenet"):

@@ -114,7 +114,7 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
     Diagnosis
         Write it with :func:`featcache.report.diagnosis.write_diagnosis`.
     """
-    from featcache.evaluate import learning_curve, make_splits, straddling_groups, sweep
+    from featcache.evaluate import learning_curve, make_splits, sweep
     from featcache.evaluate.verdicts import diagnosis_conclusion, unusable_grouping
     grid = check_diagnose_args(features, head, grid, metric, folds)
     random_plan = make_splits(features, folds, seed=seed)
@@ -133,7 +133,8 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
     cur = learning_curve(features, head, plan=plan, head_params={"reg": h.best_value}, **kw)
     leak = _leak_numbers(rep, h, rsw, metric)
     if rsw is not None:
-        leak["straddling_groups"] = straddling_groups(random_plan.splits, plan.groups)
+        # the audit counted them on the same random splits
+        leak["straddling_groups"] = rep.splits["featcache_cv"]["groups_straddling_any_fold"]
     numbers = {"leakage": {**leak, "grouping_unusable": unusable},
                "regularisation": _gap_numbers(h, metric),
                "learning_curve": curve_numbers(cur),

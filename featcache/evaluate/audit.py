@@ -198,19 +198,16 @@ def _keras_splits(features, groups, validation_split, keras_seed) -> dict:
 
 
 def _featcache_cv(features, groups, folds, seed, plan=None) -> dict:
-    from featcache.evaluate.splits import make_splits  # the splits `featcache cv` uses
+    from featcache.evaluate.splits import make_splits, straddling_groups  # as `featcache cv`
     if plan is None:
         try:
             plan = make_splits(features, folds=folds, seed=seed)
         except FeatcacheError as exc:
             return {"error": str(exc)}
     per_fold = [split_leakage(groups, tr, te) for tr, te in plan.splits]
-    straddle = np.zeros(groups.max() + 1, dtype=bool)
-    for tr, te in plan.splits:
-        straddle[np.intersect1d(groups[tr], groups[te])] = True
     frac = [f["val_fraction_with_train_duplicate"] for f in per_fold]
     return {"description": plan.description, "per_fold": per_fold,
-            "groups_straddling_any_fold": int(straddle.sum()),
+            "groups_straddling_any_fold": straddling_groups(plan.splits, groups),
             "mean_val_fraction_with_train_duplicate": round(float(np.mean(frac)), 4)}
 
 

@@ -155,7 +155,7 @@ def adaptive_threshold(similarity, *, bins: int = 128, min_eta: float = 0.75,
     out = {"threshold": None, "eta": None, "valley_ratio": None, "gap_decades": None}
     if len(s) < 10:
         return {**out, "reason": "too few neighbour pairs to estimate a distribution"}
-    hist, edges = np.histogram(np.log10(np.clip(1.0 - s, _EPS, 2.0)), bins=bins)
+    hist, edges = np.histogram(_log_distance(s), bins=bins)
     split, eta = _otsu(hist.astype(np.float64))
     valley, ratio = _valley(hist, split)
     gap = _empty_run(hist, valley) * float(edges[1] - edges[0])

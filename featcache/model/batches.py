@@ -51,9 +51,8 @@ def predict_files(model, files, batch_size: int, progress=None):
             p, idx = model.probabilities(images), idx.numpy()
             for row, j in zip(p, idx):
                 probs[ok[j]] = row
-            gaps = sorted(set(range(seen, int(idx[-1]) + 1)) - set(idx.tolist()))
+            bar.update(int(idx[-1]) + 1 - seen)  # decoded rows plus the dropped ones before them
             seen = int(idx[-1]) + 1
-            bar.update(len(idx) + len(gaps))
     for j in range(len(ok)):  # dropped by the decoder: say why
         if probs[ok[j]] is None:
             errors[ok[j]] = explain_failure(files[ok[j]])

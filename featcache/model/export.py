@@ -6,7 +6,6 @@ model (replaced with ``force=True``) stays until the new one is complete.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.errors import FeatcacheError
+from featcache.jsonout import write_json
 from featcache.model import parity
 from featcache.model.graph import build_archive, head_dense, keras_model
 from featcache.model.predict import SAVED_MODEL
@@ -102,7 +102,7 @@ def _write(tmp: Path, archive, kmodel, labels) -> None:
     archive.write_out(str(tmp / SAVED_MODEL), **quiet)
     if kmodel is not None:
         kmodel.save(tmp / "model.keras")
-    (tmp / "labels.json").write_text(json.dumps(list(labels), indent=1), encoding="utf-8")
+    write_json(tmp / "labels.json", list(labels))
 
 
 def _tflite(tmp: Path, quantize, sample, ref, size) -> dict:
@@ -147,7 +147,7 @@ def _build(tmp: Path, result, bb, smp, ref, tflite: bool, quantize) -> dict:
     meta = _metadata(result, bb, par, refs)
     if tflite:
         meta["tflite"] = _tflite(tmp, quantize, smp, ref, bb.spec.input_size)
-    (tmp / "featcache.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    write_json(tmp / "featcache.json", meta)
     return meta
 
 

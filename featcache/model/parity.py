@@ -9,7 +9,6 @@ backbone, or head.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,10 +74,10 @@ def gather(features, data_dir, n: int, seed: int = 0) -> Sample:
     rows, files, use_pil, skipped = [], [], [], 0
     for i in stratified_sample(features.y, n, seed):
         path = root / features.paths[i]
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != features.sha256[i]:
+        image, _ = inspect_file(path, str(features.paths[i]))  # reads and hashes it once
+        if image is None or image.sha256 != features.sha256[i]:
             skipped += 1
             continue
-        image, _ = inspect_file(path, str(features.paths[i]))
         rows.append(i)
         files.append(str(path))
         use_pil.append(bool(image.use_pil))
