@@ -66,8 +66,10 @@ class Scan:
 
         They were not seen, but are not known to be gone either: a cache keeps them.
         """
+        if not self.unlisted:
+            return set()
         prefixes = tuple(f"{d}/" for d in self.unlisted)
-        return {row for row in rows if prefixes and row[0].startswith(prefixes)}
+        return {row for row in rows if row[0].startswith(prefixes)}
 
 
 def _bmp_tf_safe(data: bytes) -> bool:

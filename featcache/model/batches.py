@@ -33,13 +33,17 @@ def _inspect(path):
     return image, None if failure is None else failure[2]
 
 
-def predict_files(model, files, batch_size: int, progress=None):
+def predict_files(model, files, batch_size: int, progress=None, use_pil=None):
     """Probabilities (or None) and error (or None) per file, in input order.
 
     Files are decoded and resized exactly as ``featcache embed`` does (same
     tf.data pipeline), then fed to the model's ``serve_image`` signature.
+    ``use_pil`` (one flag per file) skips sniffing files a scan already inspected.
     """
-    ok, use_pil, errors = sniff(files)
+    if use_pil is None:
+        ok, use_pil, errors = sniff(files)
+    else:
+        ok, use_pil, errors = list(range(len(files))), list(use_pil), {}
     probs = [None] * len(files)
     show = (len(files) >= 200) if progress is None else bool(progress)
     bar = tqdm(total=len(files), unit="img", desc="predict", disable=not show, dynamic_ncols=True)

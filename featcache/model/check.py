@@ -96,7 +96,8 @@ def evaluate_model(model_dir, test_dir, out_dir=None, batch_size: int = 64, n_bo
                       "their recall is undefined", stacklevel=2)
     from featcache.model.batches import predict_files
     files = [f.path for f in scan.files]
-    probs, errors = predict_files(model, files, batch_size, progress)
+    probs, errors = predict_files(model, files, batch_size, progress,
+                                  use_pil=[f.use_pil for f in scan.files])
     keep = [i for i, e in enumerate(errors) if e is None]
     if len(keep) < len(files):
         bad = next(i for i, e in enumerate(errors) if e is not None)
