@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from featcache.errors import FeatcacheError
+from featcache.registry import KERAS_BACKBONES
 
 logger = logging.getLogger(__name__)
 
@@ -22,11 +23,6 @@ RESIZE = "bilinear"  # tf.image.resize default, as in image_dataset_from_directo
 # v2: PNG EXIF orientation and BMPs TF cannot decode (16-bit, RLE...) go through PIL.
 DECODER = "tf.io.decode_image, PIL for EXIF/alpha/CMYK/16-bit/other formats; v2"
 
-# name -> (keras.applications attribute, module holding preprocess_input, input size, dim)
-KERAS_BACKBONES = {
-    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2", 224, 1280),
-    "inception_v3": ("InceptionV3", "inception_v3", 299, 2048),
-}
 
 
 @dataclass(frozen=True)
@@ -102,10 +98,9 @@ def _freeze(fn) -> Callable:
     return lambda x: frozen(tf.convert_to_tensor(x, tf.float32))[0]
 
 
-def _build_keras(name: str, weights: str, seed: int):
+def _build_keras(name: str, weights: str, seed: int, size: int):
     import keras
-    attr, module, size, _ = KERAS_BACKBONES[name]
-    ctor = getattr(keras.applications, attr)
+    ctor = getattr(keras.applications, KERAS_BACKBONES[name].constructor)
     kwargs = dict(include_top=False, pooling="avg", input_shape=(size, size, 3))
     if weights == "imagenet":
         try:
@@ -130,17 +125,36 @@ def _build_keras(name: str, weights: str, seed: int):
     return model
 
 
-def load_keras_backbone(name: str, weights: str = "imagenet", seed: int = 0) -> Backbone:
-    """A frozen ``keras.applications`` backbone with global average pooling."""
+def load_keras_backbone(name: str, weights: str = "imagenet", seed: int = 0,
+                        image_size: int | None = None) -> Backbone:
+    """A frozen ``keras.applications`` backbone (an entry of ``KERAS_BACKBONES``).
+
+    ``image_size`` overrides the entry's input side (at least its ``min_size``),
+    for tiny random-weight models in tests; the size is part of the spec, so it
+    makes its own cache entry. ImageNet weights were trained at the default size.
+    """
     import importlib
 
     import tensorflow as tf
-    _, module, size, dim = KERAS_BACKBONES[name]
-    model = _build_keras(name, weights, seed)
+    if name not in KERAS_BACKBONES:
+        raise FeatcacheError(f"unknown keras backbone {name!r}: choose one of {', '.join(KERAS_BACKBONES)}")
+    entry = KERAS_BACKBONES[name]
+    size = int(image_size or entry.input_size)
+    if size < entry.min_size:
+        raise FeatcacheError(f"{name} takes images of at least {entry.min_size} px, "
+                             f"not image_size={image_size}")
+    model = _build_keras(name, weights, seed, size)
     model.trainable = False
-    preprocess = importlib.import_module(f"keras.applications.{module}").preprocess_input
+    if model.output_shape[-1] != entry.feature_dim:  # the table is wrong for this Keras version
+        raise FeatcacheError(f"{name}: keras.applications.{entry.constructor} gives "
+                             f"{model.output_shape[-1]}-d features, featcache's registry says "
+                             f"{entry.feature_dim}; please report this with your Keras version")
+    if entry.builtin_preprocessing:  # rescaling layers inside the model; preprocess_input is a no-op
+        preprocess = tf.identity
+    else:
+        preprocess = importlib.import_module(f"keras.applications.{entry.module}").preprocess_input
     ident = weights if weights in ("imagenet", "none") else str(Path(weights).expanduser().resolve())
-    spec = BackboneSpec(name, "keras", size, f"keras:{module}.preprocess_input", dim, ident,
+    spec = BackboneSpec(name, "keras", size, entry.preprocessing, entry.feature_dim, ident,
                         seed=int(seed) if weights == "none" else None)
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
@@ -242,9 +256,9 @@ def resolve_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
     Parameters are those of :func:`get_backbone`.
     """
     if backbone in KERAS_BACKBONES:
-        if image_size not in (None, KERAS_BACKBONES[backbone][2]):
-            raise FeatcacheError(f"{backbone} takes {KERAS_BACKBONES[backbone][2]} px images, "
-                                 f"not image_size={image_size}")
+        size = KERAS_BACKBONES[backbone].input_size
+        if image_size not in (None, size):
+            raise FeatcacheError(f"{backbone} takes {size} px images, not image_size={image_size}")
         weights = weights or "imagenet"
         if weights not in ("imagenet", "none"):
             weights_file(weights)
@@ -255,8 +269,9 @@ def resolve_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
                                  "module or SavedModel carries its own weights")
         handle = backbone if "://" in backbone else str(Path(backbone).expanduser().resolve())
         return lambda: load_hub_backbone(handle, image_size or 224)
-    raise FeatcacheError(f"unknown backbone {backbone!r}: choose {', '.join(KERAS_BACKBONES)}, "
-                         "a TF Hub handle (https://tfhub.dev/...) or a local SavedModel directory")
+    raise FeatcacheError(f"unknown backbone {backbone!r}: choose a name `featcache backbones` lists "
+                         f"({', '.join(KERAS_BACKBONES)}), a TF Hub handle (https://tfhub.dev/...) "
+                         "or a local SavedModel directory")
 
 
 def get_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
@@ -266,7 +281,8 @@ def get_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
     Parameters
     ----------
     backbone : str
-        ``mobilenet_v2`` (224 px, 1280-d), ``inception_v3`` (299 px, 2048-d), a TF Hub
+        A name from :data:`featcache.registry.KERAS_BACKBONES` (``mobilenet_v2``, 224 px,
+        1280-d; ``efficientnet_b0``; ...; ``featcache backbones`` lists them), a TF Hub
         handle (``https://tfhub.dev/...``) or a local SavedModel directory.
     weights : str, optional
         Keras backbones only: ``imagenet`` (default; Keras downloads and caches it under

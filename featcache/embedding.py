@@ -118,11 +118,12 @@ def _run_batches(backbone: Backbone, ds, todo, journal: Journal, bar) -> int:
 
 
 def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal: Journal,
-            current: frozenset, damaged=()) -> None:
+            current: frozenset, damaged=(), seconds_per_image=None) -> None:
     """Merge kept old rows and the journal into a fresh file that replaces the cache.
 
     Rows not in ``current`` and old rows listed in ``damaged`` (failed verification)
-    are left out.
+    are left out. ``seconds_per_image`` (decode + backbone pass of this call; None
+    when it embedded nothing, then the old value is kept) becomes an entry attribute.
     """
     written, failures = set(), {}
 
@@ -140,6 +141,8 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
             with open_read(cache_path) as f:
                 if key in f.get(ROOT, {}):
                     old = f[ROOT][key]
+                    if seconds_per_image is None:
+                        seconds_per_image = old.attrs.get("seconds_per_image")
                     paths, sha = read_paths(old["paths"]), old["sha256"][:].astype(str).tolist()
                     for i in damaged:
                         paths[i] = None  # never matches a scanned file, so it is not copied
@@ -151,6 +154,8 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
             add(w, X, paths, sha)
             failures.update({(p, s): r for p, s, r in fails})
         write_failures(g, _target_failures(failures, scan, written))
+        if seconds_per_image is not None:
+            g.attrs["seconds_per_image"] = float(seconds_per_image)
 
 
 def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
@@ -223,7 +228,9 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
                      and old.data_dir == str(scan.root) and old.checked and not old.damaged
                      and _target_failures(old_fail, scan) == sorted(old.failures))
         if not unchanged:
-            _commit(real, key, bb, scan, journal, current, old.damaged)
+            n_new = len(todo) - n_failed
+            _commit(real, key, bb, scan, journal, current, old.damaged,
+                    run_seconds / n_new if n_new else None)
         journal.clear()
     cached = sum(row in old.rows or row in done for row in scan.rows)
     return EmbedSummary(str(cache_path), key, len(todo) - n_failed, cached,

@@ -203,6 +203,7 @@ def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
             "rows": int(len(rows.labels)), "feature_dim": int(g.attrs["feature_dim"]),
             "class_counts": dict(zip(names, counts.tolist())), "checksums": rows.checked,
             "failures": [{"path": p, "reason": r} for p, _, r in read_failures(g)],
+            "seconds_per_image": _seconds_per_image(g),
             "feature_bytes": int(g["features"].id.get_storage_size())}
 
 
@@ -222,3 +223,22 @@ def cache_info(cache_path) -> dict:
         entries = [_entry_info(path, key, f[ROOT][key]) for key in (sorted(f[ROOT]) if ROOT in f else [])]
         return {"path": str(path), "exists": True, "schema_version": int(f.attrs["schema_version"]),
                 "file_bytes": path.stat().st_size, "entries": entries, "interrupted": pending}
+
+
+def _seconds_per_image(group: h5py.Group):
+    """Embed time per image recorded by ``embed`` (None for entries written without it)."""
+    value = group.attrs.get("seconds_per_image")
+    return None if value is None else float(value)
+
+
+def list_entries(cache_path) -> list[dict]:
+    """Each entry's ``key``, ``spec``, ``feature_dim``, ``rows`` and ``seconds_per_image``.
+
+    Reads attributes only (no rows are verified), so it is cheap on a large cache;
+    ``seconds_per_image`` is None for entries written before it was recorded.
+    """
+    with reading(cache_path) as f:
+        groups = [(key, f[ROOT][key]) for key in (sorted(f[ROOT]) if ROOT in f else [])]
+        return [{"key": key, "spec": json.loads(g.attrs["spec"]),
+                 "feature_dim": int(g.attrs["feature_dim"]), "rows": int(len(g["paths"])),
+                 "seconds_per_image": _seconds_per_image(g)} for key, g in groups]

@@ -4,6 +4,7 @@ Each module below adds its commands to the one group in ``app``.
 """
 from featcache.cli.app import cli
 from featcache.cli import embed_cmds, eval_cmds, audit_cmds, model_cmds  # noqa: F401  (register commands)
+from featcache.cli import backbone_cmds  # noqa: F401  (register commands)
 
 
 def main():

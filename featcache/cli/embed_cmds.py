@@ -11,7 +11,7 @@ from featcache.cli.app import cli
 @click.option("-o", "--output", "cache", required=True, type=click.Path(path_type=str),
               help="HDF5 cache file to create or update.")
 @click.option("--backbone", default="mobilenet_v2", show_default=True,
-              help="mobilenet_v2, inception_v3, a TF Hub handle or a SavedModel directory.")
+              help="A name `featcache backbones` lists, a TF Hub handle or a SavedModel directory.")
 @click.option("--weights", default=None,
               help="imagenet (default), none (random, seeded) or a weights file. Keras backbones only.")
 @click.option("--batch-size", default=64, show_default=True, type=int)

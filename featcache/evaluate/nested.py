@@ -115,7 +115,7 @@ class NestedResult:
 def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: int = 3,
               repeats: int = 1, group_by=None, metric: str = "accuracy", seed: int = 0,
               head_params: dict | None = None, param: str | None = None,
-              progress=False) -> NestedResult:
+              progress=False, plan: SplitPlan | None = None) -> NestedResult:
     """Nested CV: tune each head's regularisation inside every outer fold.
 
     Parameters
@@ -138,6 +138,10 @@ def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: 
     param : str, optional
         Parameter to tune for plain sklearn estimators.
     progress : bool or None
+    plan : SplitPlan, optional
+        Outer splits from :func:`make_splits` to reuse (then ``folds``,
+        ``repeats`` and ``group_by`` are ignored; the inner CV follows the
+        plan's groups), e.g. to score several feature sets on the same splits.
 
     Returns
     -------
@@ -145,7 +149,7 @@ def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: 
     """
     features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, head_params=head_params,
-                                       metric=metric)
+                                       metric=metric, plan=plan)
     outer = sweep(features, ests, grids=grids, plan=plan, metric=metric, param=param)
     per_fold = []
     with progress_bar(plan.n_splits, "nested", progress) as bar:

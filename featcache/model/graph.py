@@ -178,22 +178,33 @@ def build_archive(backbone, hw: HeadWeights, class_names):
     return archive
 
 
+# preprocess_input modules in "tf" mode: x / 127.5 - 1
+_MINUS_ONE_TO_ONE = tuple(f"keras:{m}.preprocess_input"
+                          for m in ("mobilenet_v2", "inception_v3", "resnet_v2", "xception"))
+
+
 def keras_model(backbone, hw: HeadWeights):
-    """A Keras model (resized float RGB in [0, 255] -> probabilities), or None for hub backbones.
+    """A Keras model (resized float RGB in [0, 255] -> probabilities), or None.
 
     Only ``keras.applications`` backbones whose ``preprocess_input`` is the
-    ``x / 127.5 - 1`` scaling (MobileNetV2, InceptionV3) can be rebuilt from
-    plain layers; a ``.keras`` file cannot hold a TF Hub module.
+    ``x / 127.5 - 1`` scaling (MobileNetV2, InceptionV3, ResNetV2, Xception) or
+    that preprocess inside the model (MobileNetV3, EfficientNet(V2), ConvNeXt)
+    are rebuilt from plain layers (None for others, e.g. DenseNet); a ``.keras``
+    file cannot hold a TF Hub module.
     """
     import keras
-    if backbone.spec.source != "keras":
+
+    from featcache.registry import BUILT_IN
+    pre = backbone.spec.preprocessing
+    if backbone.spec.source != "keras" or pre not in (BUILT_IN, *_MINUS_ONE_TO_ONE):
         return None
     size, k = backbone.spec.input_size, hw.W.shape[1]
     dense = keras.layers.Dense(k, activation="softmax", name="head")
     # Functional, not Sequential: Keras 3.1 reloads a Sequential around a nested model with
     # its output wrapped in a list.
     inputs = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    x = inputs if pre == BUILT_IN else keras.layers.Rescaling(1 / 127.5, offset=-1.0,
+                                                               name="preprocess")(inputs)
     model = keras.Model(inputs, dense(backbone.model(x)))
     # standardisation folded into the Dense layer: keras' Normalization clamps scales below
     # 1e-7, which random-init features have; this float32 model is never quantized

@@ -55,13 +55,13 @@ def format_cv(result) -> str:
     return "\n".join(lines)
 
 
-def format_tests(comparison: dict, metric: str) -> list:
-    """Lines for the paired Nadeau-Bengio tests of the best head against the others."""
+def format_tests(comparison: dict, metric: str, what: str = "head") -> list:
+    """Lines for the paired Nadeau-Bengio tests of the best ``what`` against the others."""
     tests = comparison.get("tests", [])
     if not tests:
         return []
     best = comparison["best"]
-    out = [f"best head by {metric}: {best}; corrected resampled t-test (Nadeau-Bengio):"]
+    out = [f"best {what} by {metric}: {best}; corrected resampled t-test (Nadeau-Bengio):"]
     for t in tests:
         p = t["p_value"]
         out.append(f"  {best} vs {t['other']}: {metric} difference {t['mean_diff']:+.3f}, "
