@@ -57,8 +57,7 @@ def compare(cache, head, backbones, folds, inner_folds, repeats, group_by, seed,
     check_writable(json_out, "--json")
     check_writable(plots_dir, "--plots", folder=True)
     res = compare_backbones(cache, head, backbones, folds=folds, inner_folds=inner_folds,
-                            repeats=repeats, group_by=group_by, seed=seed, metric=metric,
-                            progress=None)
+                            repeats=repeats, group_by=group_by, seed=seed, metric=metric)
     click.echo(format_backbone_comparison(res))
     if plots_dir:
         png = plot_backbone_comparison(res, Path(plots_dir) / "backbone_comparison.png")

@@ -10,6 +10,7 @@ each other one with the corrected resampled t-test on the paired outer folds.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ from featcache.evaluate.splits import SplitPlan, make_splits
 from featcache.evaluate.stats import compare_to_best
 from featcache.features import Features
 from featcache.jsonout import jsonable
+from featcache.threads import blas_thread_limit
 
 MIN_SHARED = 50  # fewer shared images give intervals too wide to rank backbones
 
@@ -103,7 +105,7 @@ class BackboneComparison:
 def compare_backbones(cache, head: str = "logreg", backbones="all", *, folds: int = 5,
                       inner_folds: int = 3, repeats: int = 1, group_by=None, seed: int = 0,
                       metric: str = "accuracy", grid=None, head_params: dict | None = None,
-                      progress=False) -> BackboneComparison:
+                      n_jobs: int | None = None) -> BackboneComparison:
     """Compare the backbone entries of one cache with one head, C tuned by nested CV.
 
     Parameters
@@ -125,7 +127,10 @@ def compare_backbones(cache, head: str = "logreg", backbones="all", *, folds: in
         Values to choose from (default: the head's own grid).
     head_params : dict, optional
         Extra constructor parameters of the head.
-    progress : bool or None
+    n_jobs : int, optional
+        Backbones evaluated at once, in threads with one BLAS thread each
+        (default: one per CPU core, at most one per backbone). Results do not
+        depend on it.
 
     Returns
     -------
@@ -146,10 +151,16 @@ def compare_backbones(cache, head: str = "logreg", backbones="all", *, folds: in
     loaded = [load_features(cache, e["key"]) for e in entries]
     aligned = align_rows(loaded, labels)
     plan = make_splits(aligned[0], folds, repeats, group_by, seed)
+    from joblib import Parallel, delayed
+    n_jobs = n_jobs or min(len(aligned), os.cpu_count() or 1)
+    with blas_thread_limit(1):  # set before the threads start, so none of them changes it
+        runs = Parallel(n_jobs=n_jobs, backend="threading")(
+            delayed(nested_cv)(feats, head, grids=grid, inner_folds=inner_folds, seed=seed,
+                               metric=metric, head_params=head_params, plan=plan,
+                               best_of_sweep=False)
+            for feats in aligned)
     scores = {}
-    for label, entry, feats in zip(labels, entries, aligned):
-        res = nested_cv(feats, head, grids=grid, inner_folds=inner_folds, seed=seed,
-                        metric=metric, head_params=head_params, progress=progress, plan=plan)
+    for label, entry, res in zip(labels, entries, runs):
         h = next(iter(res.heads.values()))
         scores[label] = BackboneScore(label, entry["key"], entry["feature_dim"],
                                       entry["seconds_per_image"], entry["rows"], h.param,

@@ -72,7 +72,8 @@ class NestedResult:
     inner_folds : int
     class_names : list of str
     metric : str, the metric that chooses the setting and ranks heads.
-    sweep : SweepResult, the plain sweep on the outer splits (best-of-sweep numbers).
+    sweep : SweepResult, the plain sweep on the outer splits (best-of-sweep numbers);
+        None with ``best_of_sweep=False``.
     comparison : dict, :func:`compare_to_best` on the nested outer scores.
     explanation : str, why best-of-sweep is optimistic.
     """
@@ -115,7 +116,8 @@ class NestedResult:
 def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: int = 3,
               repeats: int = 1, group_by=None, metric: str = "accuracy", seed: int = 0,
               head_params: dict | None = None, param: str | None = None,
-              progress=False, plan: SplitPlan | None = None) -> NestedResult:
+              progress=False, plan: SplitPlan | None = None,
+              best_of_sweep: bool = True) -> NestedResult:
     """Nested CV: tune each head's regularisation inside every outer fold.
 
     Parameters
@@ -142,6 +144,10 @@ def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: 
         Outer splits from :func:`make_splits` to reuse (then ``folds``,
         ``repeats`` and ``group_by`` are ignored; the inner CV follows the
         plan's groups), e.g. to score several feature sets on the same splits.
+    best_of_sweep : bool, default True
+        Also run the plain sweep on the outer splits for the optimistic
+        best-of-sweep number. False skips it (a third of the work): then
+        ``sweep`` is None, ``best_of_sweep`` empty and ``summary()`` unavailable.
 
     Returns
     -------
@@ -150,15 +156,16 @@ def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: 
     features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, head_params=head_params,
                                        metric=metric, plan=plan)
-    outer = sweep(features, ests, grids=grids, plan=plan, metric=metric, param=param)
+    outer = (sweep(features, ests, grids=grids, plan=plan, metric=metric, param=param)
+             if best_of_sweep else None)
     per_fold = []
     with progress_bar(plan.n_splits, "nested", progress) as bar:
         for j in range(plan.n_splits):
             per_fold.append(_outer_fold(features, ests, plan, j, grids, inner_folds, seed,
                                         metric, param))
             bar.update()
-    out = {name: _head_result(name, outer.heads[name], [f[name] for f in per_fold], plan, metric)
-           for name in ests}
+    out = {name: _head_result(name, outer and outer.heads[name], [f[name] for f in per_fold],
+                              plan, metric) for name in ests}
     comparison = compare_to_best({k: h.folds[metric] for k, h in out.items()},
                                  plan.n_train, plan.n_test)
     return NestedResult(out, plan, int(inner_folds), list(features.class_names), metric, outer,
@@ -184,14 +191,18 @@ def _outer_fold(features, ests, plan, j, grids, inner_folds, seed, metric, param
             h = inner.heads[name]
             model = clone(est).set_params(**{h.param: h.best_value}).fit(X[tr], y[tr])
             scores, _ = fold_scores(model, X[tr], y[tr], X[te], y[te], K, metric=metric)
-            out[name] = (h.best_value, scores)
+            out[name] = (h.best_value, scores, h.param, list(h.grid))
     return out
 
 
 def _head_result(name, swept, fold_results, plan, metric):
-    folds = {k: [s[k] for _, s in fold_results] for k in SWEEP_KEYS}
+    folds = {k: [r[1][k] for r in fold_results] for k in SWEEP_KEYS}
     summary = {k: summarize(folds[k], plan.n_train, plan.n_test, bounds=BOUNDS.get(k))
                for k in SWEEP_KEYS}
+    chosen = [r[0] for r in fold_results]
+    if swept is None:  # best_of_sweep=False: param and grid as the inner sweeps saw them
+        return HeadNested(name, fold_results[0][2], fold_results[0][3], chosen, folds, summary,
+                          {}, float("nan"))
     best = swept.summary(metric, plan.n_train, plan.n_test)[swept.best_index]
-    return HeadNested(name, swept.param, list(swept.grid), [c for c, _ in fold_results], folds,
-                      summary, best, swept.best_value)
+    return HeadNested(name, swept.param, list(swept.grid), chosen, folds, summary, best,
+                      swept.best_value)
