@@ -15,6 +15,8 @@ _EXPORTS = {
     "load_features": "featcache.cache",
     "cache_info": "featcache.cache",
     "get_backbone": "featcache.backbones",
+    "list_backbones": "featcache.registry",
+    "compare_backbones": "featcache.evaluate.compare",
     "scan_folder": "featcache.dataset",
     "save_features": "featcache.cache",
     "get_head": "featcache.heads",

@@ -51,7 +51,7 @@ def three(tmp_path_factory):
 
 
 def test_compare_ranks_backbones_on_shared_rows_with_nested_cv(three):
-    res = compare_backbones(three, "logreg", "all", folds=4, inner_folds=3)
+    res = featcache.compare_backbones(three, "logreg", "all", folds=4, inner_folds=3)
     assert res.n_images == 120 - 10 - 1  # only images every entry holds, with the same bytes
     assert list(res.backbones) == ["medium", "strong", "weak"]
     assert res.best == "strong"
@@ -87,7 +87,8 @@ def test_bad_input_gets_one_clear_line(three, tmp_path):
     featcache.save_features(one, _entry("strong", range(60), 1.0, 1))
     with pytest.raises(FeatcacheError, match="at least two backbone entries.*gives 1"):
         compare_backbones(one)
-    with pytest.raises(FeatcacheError, match=r"no backbone 'resnet', 'vit'; it holds: medium-\w+ \(medium\), strong-"):
+    held = r"it holds: medium-\w+ \(medium\), strong-"
+    with pytest.raises(FeatcacheError, match=rf"no backbone 'resnet', 'vit'; {held}"):
         compare_backbones(three, backbones="strong,resnet,vit")
     with pytest.raises(FeatcacheError, match="at least two backbone entries"):
         compare_backbones(three, backbones="strong,strong")
