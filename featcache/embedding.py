@@ -181,7 +181,8 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     cache_path : str or Path
         The HDF5 cache to create or update.
     backbone : str or Backbone
-        ``mobilenet_v2``, ``inception_v3``, a TF Hub handle, a SavedModel directory,
+        A name `featcache backbones` lists (``mobilenet_v2``, ``efficientnet_b0``, ...), a
+        TF Hub handle, a SavedModel directory,
         or an already loaded :class:`~featcache.backbones.Backbone`.
     weights : str, optional
         ``imagenet`` (default), ``none`` or a weights file (Keras backbones only).
