@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import featcache
 from conftest import write_images
@@ -59,12 +60,11 @@ def test_compare_ranks_backbones_on_shared_rows_with_nested_cv(three):
     assert all(t["mean_diff"] > 0 for t in res.comparison["tests"])
     weak = res.backbones["weak"]
     assert weak.rows == 115 and weak.feature_dim == 12 and weak.seconds_per_image is None
-    # each backbone is exactly nested CV on the one shared outer plan
+    # a backbone's score is exactly nested CV on the one shared outer plan
     aligned = align_rows([featcache.load_features(three, k) for k in ("medium", "strong", "weak")])
-    for feats, (label, score) in zip(aligned, res.backbones.items()):
-        ref = featcache.nested_cv(feats, "logreg", inner_folds=3, plan=res.plan)
-        assert score.folds == ref.heads["logreg"].folds["accuracy"], label
-        assert score.chosen == ref.heads["logreg"].chosen and len(score.chosen) == 4
+    ref = featcache.nested_cv(aligned[2], "logreg", inner_folds=3, plan=res.plan)
+    assert weak.folds == ref.heads["logreg"].folds["accuracy"]
+    assert weak.chosen == ref.heads["logreg"].chosen and len(weak.chosen) == 4
     s = res.backbones["strong"].summary
     assert s["ci_low"] <= s["mean"] <= s["ci_high"] and s["n"] == 4
 
@@ -128,24 +128,38 @@ def test_cli_writes_table_json_and_plot(three, tmp_path):
     assert (out / "backbone_comparison.png").stat().st_size > 1000
 
 
-def test_embed_records_seconds_per_image_shown_by_compare(tmp_path):
-    """A real cache: two tiny random-weight backbones embed the same 54 images."""
-    from featcache.backbones import load_keras_backbone
+def _pixels_backbone():
+    """A cheap stand-in backbone (8-d colour statistics) for a second real cache entry."""
+    import tensorflow as tf
+
+    from featcache.backbones import Backbone, BackboneSpec
+    proj = tf.constant(np.random.default_rng(0).normal(size=(6, 8)), tf.float32)
+
+    def fn(x):
+        stats = tf.concat([tf.reduce_mean(x, [1, 2]), tf.math.reduce_std(x, [1, 2])], axis=1)
+        return tf.matmul(stats / 255.0, proj)
+    return Backbone(BackboneSpec("pixels", "test", 16, "none", 8, "none"), "9" * 64, fn)
+
+
+def test_embed_records_seconds_per_image_shown_by_compare(tmp_path, mobilenet):
+    """A real cache: two backbones embed the same 54 images; embed records their time."""
     from featcache.cache.read import list_entries
     from featcache.report.compare import format_backbone_comparison
     data, cache = tmp_path / "data", tmp_path / "c.h5"
     write_images(data, {"a": 18, "b": 18, "c": 18}, size=(24, 24))
-    for name in ("mobilenet_v2", "mobilenet_v3_small"):
-        featcache.embed(data, cache, backbone=load_keras_backbone(name, "none", image_size=32),
-                        progress=False)
+    for bb in (mobilenet, _pixels_backbone()):
+        featcache.embed(data, cache, backbone=bb, progress=False)
     before = {e["key"]: e["seconds_per_image"] for e in list_entries(cache)}
     assert len(before) == 2 and all(v > 0 for v in before.values())
-    bb = load_keras_backbone("mobilenet_v2", "none", image_size=32)
-    featcache.embed(data, cache, backbone=bb, progress=False)  # nothing new: time kept
+    featcache.embed(data, cache, backbone=mobilenet, progress=False)  # nothing new: time kept
     assert {e["key"]: e["seconds_per_image"] for e in list_entries(cache)} == before
+    Image.new("RGB", (20, 30), (9, 99, 199)).save(data / "a" / "extra.png")  # one new image
+    featcache.embed(data, cache, backbone=mobilenet, progress=False)
+    after = {e["key"]: e["seconds_per_image"] for e in list_entries(cache)}
+    key = res_key = next(k for k in after if k.startswith("mobilenet_v2"))
+    assert after[key] != before[key]
     res = compare_backbones(cache, folds=3)
-    assert res.n_images == 54 and set(res.backbones) == {"mobilenet_v2", "mobilenet_v3_small"}
+    assert res.n_images == 54 and set(res.backbones) == {"mobilenet_v2", "pixels"}
     text = format_backbone_comparison(res)
-    row = next(line for line in text.splitlines() if line.lstrip("* ").startswith("mobilenet_v3"))
-    assert f"{before[res.backbones['mobilenet_v3_small'].key] * 1000:.1f} ms" in row
-    assert "576" in row
+    row = next(line for line in text.splitlines() if line.lstrip("* ").startswith("mobilenet"))
+    assert f"{after[res_key] * 1000:.1f} ms" in row and "1280" in row

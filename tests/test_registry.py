@@ -30,6 +30,20 @@ def images(tmp_path_factory):
     return data
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """``tiny(name)``: the family member at its small test size, loaded once per module."""
+    from featcache.backbones import load_keras_backbone
+    loaded = {}
+
+    def get(name):
+        if name not in loaded:
+            size = dict(FAMILIES.values())[name]
+            loaded[name] = load_keras_backbone(name, "none", image_size=size)
+        return loaded[name]
+    return get
+
+
 def _plain_keras(data, name, size):
     """What a user writes with plain Keras: the parity target."""
     import importlib
@@ -47,10 +61,9 @@ def _plain_keras(data, name, size):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_family_matches_plain_keras(images, tmp_path, family):
-    from featcache.backbones import load_keras_backbone
+def test_every_family_matches_plain_keras(images, tmp_path, tiny, family):
     name, size = FAMILIES[family]
-    bb = load_keras_backbone(name, "none", image_size=size)
+    bb = tiny(name)
     assert (bb.spec.input_size, bb.spec.feature_dim) == (size, KERAS_BACKBONES[name].feature_dim)
     assert bb.spec.preprocessing == KERAS_BACKBONES[name].preprocessing
     featcache.embed(images, tmp_path / "c.h5", backbone=bb, progress=False)
@@ -114,11 +127,10 @@ def test_export_keras_file_only_where_preprocessing_is_rebuilt():
     assert keras_model(dense, None) is None
 
 
-def test_export_keras_file_of_builtin_preprocessing_matches_features(images):
-    from featcache.backbones import load_keras_backbone
+def test_export_keras_file_of_builtin_preprocessing_matches_features(images, tiny):
     from featcache.decode import image_dataset
     from featcache.model.graph import HeadWeights, keras_model
-    bb = load_keras_backbone("mobilenet_v3_small", "none", image_size=32)
+    bb = tiny("mobilenet_v3_small")
     rng = np.random.default_rng(0)
     d = bb.spec.feature_dim
     hw = HeadWeights(rng.normal(size=d).astype(np.float32), rng.uniform(0.5, 2, d).astype(np.float32),

@@ -11,6 +11,7 @@ each other one with the corrected resampled t-test on the paired outer folds.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,14 +152,13 @@ def compare_backbones(cache, head: str = "logreg", backbones="all", *, folds: in
     loaded = [load_features(cache, e["key"]) for e in entries]
     aligned = align_rows(loaded, labels)
     plan = make_splits(aligned[0], folds, repeats, group_by, seed)
-    from joblib import Parallel, delayed
+
+    def run(feats):
+        return nested_cv(feats, head, grids=grid, inner_folds=inner_folds, seed=seed,
+                         metric=metric, head_params=head_params, plan=plan, best_of_sweep=False)
     n_jobs = n_jobs or min(len(aligned), os.cpu_count() or 1)
-    with blas_thread_limit(1):  # set before the threads start, so none of them changes it
-        runs = Parallel(n_jobs=n_jobs, backend="threading")(
-            delayed(nested_cv)(feats, head, grids=grid, inner_folds=inner_folds, seed=seed,
-                               metric=metric, head_params=head_params, plan=plan,
-                               best_of_sweep=False)
-            for feats in aligned)
+    with blas_thread_limit(1), ThreadPoolExecutor(n_jobs) as pool:  # limit set before threads
+        runs = list(pool.map(run, aligned))
     scores = {}
     for label, entry, res in zip(labels, entries, runs):
         h = next(iter(res.heads.values()))
