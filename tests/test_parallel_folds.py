@@ -170,3 +170,58 @@ def test_map_folds_keeps_order_counts_progress_and_raises():
 
     with pytest.raises(FeatcacheError, match="fold 2"):
         map_folds(fail_on_two, range(6), n_jobs=2)
+
+
+# --- the logistic path's L-BFGS: line search on logits, two passes over X per iteration ---
+
+class _CountingX(np.ndarray):
+    """float32 features counting matrix products (passes over the data)."""
+
+    passes = 0
+
+    def __matmul__(self, other):
+        type(self).passes += 1
+        return np.asarray(self) @ other
+
+
+def _problem(k, weighted):
+    from functools import partial
+    from featcache.heads._linear import multinomial_loss_grad
+    X, y = make_classification(300, 20, n_informative=8, n_classes=k, random_state=1)
+    Xs = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    onehot = np.eye(k, dtype=np.float32)[y]
+    Y = onehot[:, 1:] if k == 2 else onehot
+    sw = np.linspace(0.5, 2, len(y)).astype(np.float32) if weighted else None
+    return Xs, Y, partial(multinomial_loss_grad, sw=sw)
+
+
+@pytest.mark.parametrize("k, weighted", [(2, False), (4, False), (4, True)])
+def test_logit_lbfgs_reaches_scipys_optimum(k, weighted):
+    from featcache.heads._linear import fit_linear
+    from featcache.heads._logit_lbfgs import fit_linear_logits
+    Xs, Y, loss = _problem(k, weighted)
+    w0 = np.zeros((Xs.shape[1] + 1, Y.shape[1]))
+    W, b, _ = fit_linear(Xs, Y, 0.5, loss, w0=w0, tol=1e-7)
+    theta, Z, n_iter = fit_linear_logits(Xs, Y, 0.5, loss, w0, tol=1e-7)
+    assert n_iter > 1
+    np.testing.assert_allclose(theta[:-1], W, atol=1e-4)
+    np.testing.assert_allclose(theta[-1], b, atol=1e-4)
+    np.testing.assert_allclose(Z, Xs @ theta[:-1] + theta[-1], atol=1e-4)  # logits kept in step
+
+
+def test_logit_lbfgs_passes_over_x_twice_per_iteration():
+    from featcache.heads._logit_lbfgs import fit_linear_logits
+    Xs, Y, loss = _problem(4, False)
+    _CountingX.passes = 0
+    _, _, n_iter = fit_linear_logits(Xs.view(_CountingX), Y, 0.5, loss,
+                                     np.zeros((Xs.shape[1] + 1, 4)), tol=1e-6)
+    assert n_iter > 5 and _CountingX.passes == 2 + 2 * n_iter  # start: logits + gradient
+
+
+def test_logit_lbfgs_warns_at_max_iter():
+    from sklearn.exceptions import ConvergenceWarning
+    from featcache.heads._logit_lbfgs import fit_linear_logits
+    Xs, Y, loss = _problem(4, False)
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        fit_linear_logits(Xs, Y, 10.0, loss, np.zeros((Xs.shape[1] + 1, 4)), tol=1e-9,
+                          max_iter=3)
