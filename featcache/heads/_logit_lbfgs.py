@@ -30,8 +30,9 @@ class _Objective:
         self.n, self.d = Xs.shape
 
     def logits(self, theta):
+        """float32 logits, as the loss works in float32 (a float64 copy costs more)."""
         W = theta[:self.d].astype(np.float32)
-        return (self.Xs @ W).astype(np.float64) + theta[self.d]
+        return self.Xs @ W + theta[self.d].astype(np.float32)
 
     def at(self, theta, Z):
         """Objective value and dLoss/dZ / n at parameters ``theta`` with logits ``Z``."""
@@ -42,9 +43,9 @@ class _Objective:
     def gradient(self, theta, G):
         """Full gradient from dLoss/dZ: the iteration's second pass over ``Xs``."""
         g = np.empty_like(theta)
-        g[:self.d] = self.Xs.T @ G.astype(np.float32)
+        g[:self.d] = self.Xs.T @ G
         g[:self.d] += self.lam * theta[:self.d]
-        g[self.d] = G.sum(axis=0)
+        g[self.d] = G.sum(axis=0, dtype=np.float64)
         return g
 
 
@@ -73,7 +74,7 @@ def fit_linear_logits(Xs, Y, C, loss_grad, w0, tol=1e-4, max_iter=1000, Z0=None)
 
     Returns
     -------
-    (theta (d + 1, k) float64, its logits (n, k) float64, n_iter)
+    (theta (d + 1, k) float64, its logits (n, k) float32, n_iter)
     """
     obj = _Objective(Xs, Y, 1.0 / (C * Xs.shape[0]), loss_grad)
     theta = np.array(w0, dtype=np.float64)
@@ -133,7 +134,7 @@ def _line_search(obj, theta, Z, f, g, P, ZP, step):
     lo, hi = 0.0, np.inf
     for _ in range(40):
         theta_t = theta + step * P
-        Z_t = Z + step * ZP
+        Z_t = Z + np.float32(step) * ZP
         f_t, G_t = obj.at(theta_t, Z_t)
         slope = _slope(obj, theta_t, G_t, P, ZP)
         if f_t > f + _C1 * step * slope0 or not np.isfinite(f_t):
@@ -146,7 +147,7 @@ def _line_search(obj, theta, Z, f, g, P, ZP, step):
             hi = step
         step = 2.0 * step if hi == np.inf else 0.5 * (lo + hi)
     if lo > 0:  # the bracket shrank to float precision: take its decreasing end
-        Z_t = Z + lo * ZP
+        Z_t = Z + np.float32(lo) * ZP
         f_t, G_t = obj.at(theta + lo * P, Z_t)
         return lo, f_t, G_t, Z_t
     return None, f, None, Z
@@ -155,4 +156,4 @@ def _line_search(obj, theta, Z, f, g, P, ZP, step):
 def _slope(obj, theta, G, P, ZP):
     """d objective / d step at ``theta`` along ``P``, without touching ``Xs``."""
     d = obj.d
-    return float(np.sum(G * ZP) + obj.lam * np.sum(theta[:d] * P[:d]))
+    return float(np.sum(G * ZP, dtype=np.float64) + obj.lam * np.sum(theta[:d] * P[:d]))
