@@ -1,6 +1,7 @@
 """Folds in parallel threads (``n_jobs``): same numbers as one thread, one BLAS thread each."""
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -72,7 +73,7 @@ def test_cli_n_jobs_runs_and_matches_one_thread(tmp_path):
         r = CliRunner().invoke(cli, ["cv", str(cache), "--head", "logreg,svm", "--folds", "3",
                                      "--n-jobs", jobs, "--json", str(out)])
         assert r.exit_code == 0, r.output
-        outs.append(__import__("json").loads(out.read_text()))
+        outs.append(json.loads(out.read_text()))
     for head in ("logreg", "svm"):
         assert outs[0]["heads"][head]["folds"]["accuracy"] == \
             outs[1]["heads"][head]["folds"]["accuracy"]
