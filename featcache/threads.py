@@ -53,6 +53,25 @@ def blas_thread_limit(n_threads):
             stack.pop()
 
 
+@contextmanager
+def inherited_blas_limit(n_threads):
+    """Record, in a worker thread, a limit its parent thread holds for the process.
+
+    Thread pools are process-wide, so a worker started inside the parent's
+    :func:`blas_thread_limit` already runs under it; this only tells the
+    worker's own fits so, without calling into the libraries again from
+    several threads at once.
+    """
+    stack = getattr(_STATE, "stack", None)
+    if stack is None:
+        stack = _STATE.stack = []
+    stack.append(int(n_threads))
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
 def active_blas_limit():
     """The limit set by the innermost :func:`blas_thread_limit` of this thread, or None."""
     stack = getattr(_STATE, "stack", None)

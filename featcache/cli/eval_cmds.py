@@ -29,6 +29,8 @@ def _split_options(f):
         click.option("--metric", default="accuracy", show_default=True, type=_METRICS,
                      help="Metric that ranks heads and settings."),
         click.option("--backbone", default=None, help="Cache entry, when the cache holds several."),
+        click.option("--n-jobs", "n_jobs", default=-1, show_default="-1, every core", type=int,
+                     help="Threads running folds, one BLAS thread each; results equal --n-jobs 1."),
         click.option("--json", "json_out", default=None, type=click.Path(),
                      help="Write the full result, with per-fold numbers, to this JSON file."),
     ]
@@ -107,8 +109,8 @@ def _grids(values, heads: str):
               help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
 @_tuning_options
 @_split_options
-def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_out, nested,
-       inner_folds, class_weight):
+def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, n_jobs, json_out,
+       nested, inner_folds, class_weight):
     """Cross-validate heads on CACHE: per-fold scores, mean ± std and 95% intervals.
 
     With --group-by near-duplicates the score under random splits and under
@@ -123,7 +125,7 @@ def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_
     _check_outputs(json_out)
     features = _load(cache, backbone)
     kw = dict(folds=folds, repeats=repeats, seed=seed, metric=metric, progress=None,
-              head_params={"reg": reg, **_weights(class_weight)})
+              head_params={"reg": reg, **_weights(class_weight)}, n_jobs=n_jobs)
     if nested:
         res = nested_cv(features, head, group_by=group_by, inner_folds=inner_folds, **kw)
         click.echo(res.summary())
@@ -162,7 +164,7 @@ def _grouping_note(features, folds, repeats, group_by, seed, plan):
 @_tuning_options
 @_split_options
 def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric, backbone,
-          json_out, nested, inner_folds, class_weight):
+          n_jobs, json_out, nested, inner_folds, class_weight):
     """Sweep each head's regularisation strength on CACHE, all heads on the same splits.
 
     With --nested, each outer fold also re-runs the sweep on its training rows
@@ -175,7 +177,8 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
     _check_outputs(json_out, plots_dir)
     features = _load(cache, backbone)
     kw = dict(grids=grids, folds=folds, repeats=repeats, group_by=group_by, seed=seed,
-              metric=metric, progress=None, head_params=_weights(class_weight) or None)
+              metric=metric, progress=None, head_params=_weights(class_weight) or None,
+              n_jobs=n_jobs)
     nest = nested_cv(features, heads, inner_folds=inner_folds, **kw) if nested else None
     res = nest.sweep if nested else run_sweep(features, heads, **kw)
     click.echo(format_sweep(res))
@@ -208,7 +211,7 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
               help="Directory for learning_curve.png.")
 @_split_options
 def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed, metric,
-          backbone, json_out):
+          backbone, n_jobs, json_out):
     """Learning curve on CACHE: train and validation score vs training-set size.
 
     A validation curve still rising at the right means more data should help; a
@@ -221,7 +224,8 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
     features = _load(cache, backbone)
     res = learning_curve(features, head, fractions=fraction_values,
                          folds=folds, repeats=repeats, group_by=group_by, seed=seed,
-                         head_params={"reg": reg}, metric=metric, progress=None)
+                         head_params={"reg": reg}, metric=metric, progress=None,
+                         n_jobs=n_jobs)
     click.echo(format_curve(res))
     note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
     if note:

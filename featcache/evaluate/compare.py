@@ -155,7 +155,8 @@ def compare_backbones(cache, head: str = "logreg", backbones="all", *, folds: in
 
     def run(feats):
         return nested_cv(feats, head, grids=grid, inner_folds=inner_folds, seed=seed,
-                         metric=metric, head_params=head_params, plan=plan, best_of_sweep=False)
+                         metric=metric, head_params=head_params, plan=plan, best_of_sweep=False,
+                         n_jobs=1)  # the backbones already run in parallel
     n_jobs = n_jobs or min(len(aligned), os.cpu_count() or 1)
     with blas_thread_limit(1), ThreadPoolExecutor(n_jobs) as pool:  # limit set before threads
         runs = list(pool.map(run, aligned))

@@ -14,6 +14,7 @@ training set, fitted over the fractions >= ``tail`` (default 0.5).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import sklearn
@@ -23,11 +24,11 @@ from featcache.errors import FeatcacheError
 from featcache.evaluate._common import prepare_run
 from featcache.evaluate.cv import progress_bar
 from featcache.evaluate.metrics import score
+from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
 from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import summarize
 from featcache.evaluate.verdicts import learning_curve_verdict
 from featcache.jsonout import jsonable, num
-from featcache.threads import blas_thread_limit
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 
@@ -96,8 +97,8 @@ class CurveResult:
 def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: int = 5,
                    repeats: int = 1, group_by=None, seed: int = 0, cv=None,
                    head_params: dict | None = None, metric: str = "accuracy",
-                   tail: float = 0.5, progress=False, plan: SplitPlan | None = None
-                   ) -> CurveResult:
+                   tail: float = 0.5, progress=False, plan: SplitPlan | None = None,
+                   n_jobs=-1) -> CurveResult:
     """Validation and train score of one head as the training set grows.
 
     Parameters
@@ -116,44 +117,55 @@ def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: i
     progress : bool or None
     plan : SplitPlan, optional
         Splits from :func:`make_splits` to reuse (then the split arguments are ignored).
+    n_jobs : int, default -1
+        Threads running folds, one BLAS thread each; -1 uses every core. Results
+        equal ``n_jobs=1`` exactly.
 
     Returns
     -------
     CurveResult
     """
     fr = _check_fractions(fractions)
+    check_n_jobs(n_jobs)
     features, plan, ests = prepare_run(data, head, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, cv=cv,
                                        head_params=head_params, metric=metric, plan=plan)
     if len(ests) != 1:
         raise FeatcacheError(f"a learning curve takes one head, got {', '.join(ests)}")
     (name, est), = ests.items()
-    train, val, sizes = _curve_scores(features, est, fr, plan, metric, seed, progress)
+    train, val, sizes = _curve_scores(features, est, fr, plan, metric, seed, progress, n_jobs)
     n_train = sizes.mean(axis=1)
     slope, gain = tail_slopes(fr, n_train, np.nanmean(val, axis=1), tail)
     return CurveResult(name, metric, fr, [float(v) for v in n_train], train, val,
                        slope, gain, float(tail), plan)
 
 
-def _curve_scores(features, est, fractions, plan, metric, seed, progress):
+def _curve_scores(features, est, fractions, plan, metric, seed, progress, n_jobs=-1):
     """``(train, val, sizes)`` arrays of shape (n_fractions, n_splits)."""
-    X, y = features.X, features.y
-    F, J = len(fractions), plan.n_splits
-    train, val, sizes = np.full((F, J), np.nan), np.full((F, J), np.nan), np.zeros((F, J))
     rng = np.random.default_rng(seed)
-    with progress_bar(F * J, "curve", progress) as bar, blas_thread_limit(1):
-        for j, (tr, te) in enumerate(plan.splits):
-            order, ends = training_order(tr, y, plan.groups, rng)
-            for i, f in enumerate(fractions):
-                cut = ends[min(np.searchsorted(ends, f * len(tr) - 1e-9), len(ends) - 1)]
-                sub = order[:max(2, cut)]
-                sizes[i, j] = len(sub)
-                if len(np.unique(y[sub])) >= 2:
-                    with sklearn.config_context(assume_finite=True):  # checked by make_splits
-                        model = clone(est).fit(X[sub], y[sub])
-                        train[i, j] = score(metric, y[sub], model.predict(X[sub]))
-                        val[i, j] = score(metric, y[te], model.predict(X[te]))
-                bar.update()
+    # the orders draw from one generator fold after fold: drawn here, in order
+    orders = [(split, training_order(split[0], features.y, plan.groups, rng))
+              for split in plan.splits]
+    with progress_bar(plan.n_splits, "curve", progress) as bar:
+        cols = map_folds(partial(_curve_fold, features, est, fractions, metric), orders,
+                         fold_jobs(est, n_jobs), bar)
+    return tuple(np.column_stack([c[i] for c in cols]) for i in range(3))
+
+
+def _curve_fold(features, est, fractions, metric, item):
+    """Train score, validation score and training size per fraction, on one split."""
+    X, y = features.X, features.y
+    (tr, te), (order, ends) = item
+    train, val, sizes = (np.full(len(fractions), np.nan) for _ in range(3))
+    for i, f in enumerate(fractions):
+        cut = ends[min(np.searchsorted(ends, f * len(tr) - 1e-9), len(ends) - 1)]
+        sub = order[:max(2, cut)]
+        sizes[i] = len(sub)
+        if len(np.unique(y[sub])) >= 2:
+            with sklearn.config_context(assume_finite=True):  # checked by make_splits
+                model = clone(est).fit(X[sub], y[sub])
+                train[i] = score(metric, y[sub], model.predict(X[sub]))
+                val[i] = score(metric, y[te], model.predict(X[te]))
     return train, val, sizes
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import sklearn
@@ -16,11 +17,11 @@ from tqdm.auto import tqdm
 
 from featcache.evaluate._common import prepare_run
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
+from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
 from featcache.evaluate.splits import SplitPlan, make_splits, straddling_groups
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.verdicts import split_verdict
 from featcache.jsonout import jsonable
-from featcache.threads import blas_thread_limit
 
 FOLD_KEYS = METRICS + ("train_accuracy", "train_score", "gap", "fit_time")
 
@@ -97,7 +98,7 @@ class CVResult(PairedRun):
 def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int = 1,
                          group_by=None, seed: int = 0, cv=None, head_params: dict | None = None,
                          metric: str = "accuracy", progress=False,
-                         plan: SplitPlan | None = None) -> CVResult:
+                         plan: SplitPlan | None = None, n_jobs=-1) -> CVResult:
     """Cross-validate one or more heads on the same splits.
 
     Parameters
@@ -117,43 +118,55 @@ def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int =
         Show a progress bar on stderr (None: only on a terminal).
     plan : SplitPlan, optional
         Splits from :func:`make_splits` to reuse (then the split arguments are ignored).
+    n_jobs : int, default -1
+        Threads running folds, one BLAS thread each; -1 uses every core. Results
+        equal ``n_jobs=1`` exactly (the Keras softmax head always runs its folds
+        one after another).
 
     Returns
     -------
     CVResult
     """
+    check_n_jobs(n_jobs)
     features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, cv=cv,
                                        head_params=head_params, metric=metric, plan=plan)
-    return run_cv(features, ests, plan, metric, progress)
+    return run_cv(features, ests, plan, metric, progress, n_jobs)
 
 
-def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=False):
-    """Cross-validate already-built ``heads`` on an existing ``plan``."""
-    X, y, K = features.X, features.y, len(features.class_names)
+def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=False,
+           n_jobs=-1):
+    """Cross-validate already-built ``heads`` on an existing ``plan``.
+
+    ``n_jobs`` threads run the folds (see :func:`featcache.evaluate.parallel.map_folds`).
+    """
+    K = len(features.class_names)
     out = {}
-    with progress_bar(len(heads) * plan.n_splits, "cv", progress) as bar, blas_thread_limit(1):
+    with progress_bar(len(heads) * plan.n_splits, "cv", progress) as bar:
         for name, head in heads.items():
-            folds = {k: [] for k in FOLD_KEYS}
-            cm = np.zeros((K, K), dtype=np.int64)
-            for tr, te in plan.splits:
-                Xtr, ytr = X[tr], y[tr]
-                with sklearn.config_context(assume_finite=True):  # make_splits checked it
-                    t0 = time.perf_counter()
-                    est = clone(head).fit(Xtr, ytr)
-                    fit_time = time.perf_counter() - t0
-                    scores, fold_cm = fold_scores(est, Xtr, ytr, X[te], y[te], K,
-                                                   metric=metric)
-                for k, v in {**scores, "fit_time": fit_time}.items():
-                    folds[k].append(v)
-                cm += fold_cm
-                bar.update()
+            results = map_folds(partial(_cv_fold, features, head, metric), plan.splits,
+                                fold_jobs(head, n_jobs), bar)
+            folds = {k: [scores[k] for scores, _ in results] for k in FOLD_KEYS}
+            cm = sum((fold_cm for _, fold_cm in results), np.zeros((K, K), dtype=np.int64))
             summary = {k: summarize(folds[k], plan.n_train, plan.n_test, bounds=BOUNDS.get(k))
                        for k in FOLD_KEYS}
             out[name] = HeadCV(name, _params(head), folds, summary, cm)
     comparison = compare_to_best({k: h.folds[metric] for k, h in out.items()},
                                  plan.n_train, plan.n_test)
     return CVResult(out, plan, list(features.class_names), metric, comparison)
+
+
+def _cv_fold(features, head, metric, split):
+    """``(scores incl. fit_time, confusion)`` of ``head`` on one ``(train, test)`` split."""
+    X, y, K = features.X, features.y, len(features.class_names)
+    tr, te = split
+    Xtr, ytr = X[tr], y[tr]
+    with sklearn.config_context(assume_finite=True):  # make_splits checked it
+        t0 = time.perf_counter()
+        est = clone(head).fit(Xtr, ytr)
+        fit_time = time.perf_counter() - t0
+        scores, fold_cm = fold_scores(est, Xtr, ytr, X[te], y[te], K, metric=metric)
+    return {**scores, "fit_time": fit_time}, fold_cm
 
 
 @dataclass
@@ -183,7 +196,7 @@ class SplitComparison:
 def compare_random_grouped(data, heads="logreg", *, group_by="near-duplicates",
                            folds: int = 5, repeats: int = 1, seed: int = 0,
                            head_params: dict | None = None, metric: str = "accuracy",
-                           progress=False) -> SplitComparison:
+                           progress=False, n_jobs=-1) -> SplitComparison:
     """Cross-validate under random stratified splits and under grouped splits.
 
     When groups (e.g. near-duplicate frames) straddle random folds, the random
@@ -200,17 +213,20 @@ def compare_random_grouped(data, heads="logreg", *, group_by="near-duplicates",
         Parameters for heads given by name (``{"reg": v}`` sets ``C``/``l2``).
     metric : str, default "accuracy"
     progress : bool or None
+    n_jobs : int, default -1
+        Threads running folds, as in :func:`cross_validate_heads`.
 
     Returns
     -------
     SplitComparison
     """
+    check_n_jobs(n_jobs)
     features, grouped_plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                                group_by=group_by, seed=seed,
                                                head_params=head_params, metric=metric)
     random_plan = make_splits(features, folds, repeats, None, seed)
-    grouped = run_cv(features, ests, grouped_plan, metric, progress)
-    random = run_cv(features, ests, random_plan, metric, progress)
+    grouped = run_cv(features, ests, grouped_plan, metric, progress, n_jobs)
+    random = run_cv(features, ests, random_plan, metric, progress, n_jobs)
     n = straddling_groups(random_plan.splits, grouped_plan.groups)
     best = grouped.best
     what = ("near-duplicate groups" if grouped_plan.group_by == "near-duplicates"

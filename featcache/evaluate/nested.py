@@ -8,6 +8,7 @@ chosen setting on the outer validation fold, which took no part in the choice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import sklearn
 from sklearn.base import clone
@@ -17,10 +18,10 @@ from featcache.jsonout import jsonable, num
 from featcache.evaluate._common import prepare_run
 from featcache.evaluate.cv import progress_bar
 from featcache.evaluate.metrics import BOUNDS, fold_scores
+from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
 from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.sweeps import SWEEP_KEYS, SweepResult, sweep
-from featcache.threads import blas_thread_limit
 
 EXPLANATION = ("Best of sweep is optimistic on average: the same validation folds both chose the setting "
                "and scored it, so it keeps the luckiest of the grid's settings; the nested score "
@@ -117,7 +118,7 @@ def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: 
               repeats: int = 1, group_by=None, metric: str = "accuracy", seed: int = 0,
               head_params: dict | None = None, param: str | None = None,
               progress=False, plan: SplitPlan | None = None,
-              best_of_sweep: bool = True) -> NestedResult:
+              best_of_sweep: bool = True, n_jobs=-1) -> NestedResult:
     """Nested CV: tune each head's regularisation inside every outer fold.
 
     Parameters
@@ -148,22 +149,27 @@ def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: 
         Also run the plain sweep on the outer splits for the optimistic
         best-of-sweep number. False skips it (a third of the work): then
         ``sweep`` is None, ``best_of_sweep`` empty and ``summary()`` unavailable.
+    n_jobs : int, default -1
+        Threads running the outer folds (each inner CV runs in its fold's
+        thread), one BLAS thread each; -1 uses every core. Results equal
+        ``n_jobs=1`` exactly.
 
     Returns
     -------
     NestedResult
     """
+    check_n_jobs(n_jobs)
     features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, head_params=head_params,
                                        metric=metric, plan=plan)
-    outer = (sweep(features, ests, grids=grids, plan=plan, metric=metric, param=param)
-             if best_of_sweep else None)
-    per_fold = []
+    outer = (sweep(features, ests, grids=grids, plan=plan, metric=metric, param=param,
+                   n_jobs=n_jobs) if best_of_sweep else None)
     with progress_bar(plan.n_splits, "nested", progress) as bar:
-        for j in range(plan.n_splits):
-            per_fold.append(_outer_fold(features, ests, plan, j, grids, inner_folds, seed,
-                                        metric, param))
-            bar.update()
+        per_fold = map_folds(partial(_outer_fold, features, ests, plan, grids=grids,
+                                     inner_folds=inner_folds, seed=seed, metric=metric,
+                                     param=param),
+                             range(plan.n_splits),
+                             min(fold_jobs(est, n_jobs) for est in ests.values()), bar)
     out = {name: _head_result(name, outer and outer.heads[name], [f[name] for f in per_fold],
                               plan, metric) for name in ests}
     comparison = compare_to_best({k: h.folds[metric] for k, h in out.items()},
@@ -172,13 +178,13 @@ def nested_cv(data, heads="logreg", grids=None, *, folds: int = 5, inner_folds: 
                         comparison)
 
 
-def _outer_fold(features, ests, plan, j, grids, inner_folds, seed, metric, param):
+def _outer_fold(features, ests, plan, j, *, grids, inner_folds, seed, metric, param):
     """Tune on the outer training rows, refit each head there, score on the outer fold."""
     tr, te = plan.splits[j]
     groups = None if plan.groups is None else plan.groups[tr]
     try:
         inner = sweep(features.subset(tr), ests, grids=grids, folds=inner_folds,
-                      group_by=groups, seed=seed, metric=metric, param=param)
+                      group_by=groups, seed=seed, metric=metric, param=param, n_jobs=1)
     except FeatcacheError as exc:
         raise FeatcacheError(f"nested CV, outer fold {j + 1}: the inner {inner_folds}-fold CV "
                              f"on its {len(tr)} training rows is impossible ({exc}); use fewer "
@@ -186,7 +192,7 @@ def _outer_fold(features, ests, plan, j, grids, inner_folds, seed, metric, param
                              ) from None
     X, y, K = features.X, features.y, len(features.class_names)
     out = {}
-    with blas_thread_limit(1), sklearn.config_context(assume_finite=True):
+    with sklearn.config_context(assume_finite=True):
         for name, est in ests.items():
             h = inner.heads[name]
             model = clone(est).set_params(**{h.param: h.best_value}).fit(X[tr], y[tr])

@@ -6,6 +6,7 @@ featcache heads), which is what makes a 5-fold x 10-value sweep take seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import sklearn
@@ -15,10 +16,10 @@ from featcache.evaluate._common import prepare_run
 from featcache.evaluate._heads import default_grid, fit_path, reg_param
 from featcache.evaluate.cv import PairedRun, progress_bar
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
+from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
 from featcache.evaluate.splits import SplitPlan
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.jsonout import jsonable
-from featcache.threads import blas_thread_limit
 
 SWEEP_KEYS = METRICS + ("train_accuracy", "train_score", "gap")
 
@@ -94,7 +95,7 @@ class SweepResult(PairedRun):
 def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 5,
           repeats: int = 1, group_by=None, seed: int = 0, cv=None, param: str | None = None,
           head_params: dict | None = None, metric: str = "accuracy", progress=False,
-          plan: SplitPlan | None = None):
+          plan: SplitPlan | None = None, n_jobs=-1):
     """Sweep each head's regularisation strength on one shared set of splits.
 
     Parameters
@@ -116,20 +117,26 @@ def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 
     progress : bool or None
     plan : SplitPlan, optional
         Splits from :func:`make_splits` to reuse (then the split arguments are ignored).
+    n_jobs : int, default -1
+        Threads running folds, one BLAS thread each; -1 uses every core. Results
+        equal ``n_jobs=1`` exactly (the Keras softmax head always runs its folds
+        one after another).
 
     Returns
     -------
     SweepResult
     """
+    check_n_jobs(n_jobs)
     features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, cv=cv,
                                        head_params=head_params, metric=metric, plan=plan)
     check_grid_names(grids, ests)
     grid_of = {name: _grid(name, est, grids) for name, est in ests.items()}
     out = {}
-    with progress_bar(len(ests) * plan.n_splits, "sweep", progress) as bar, blas_thread_limit(1):
+    with progress_bar(len(ests) * plan.n_splits, "sweep", progress) as bar:
         for name, est in ests.items():
-            out[name] = _sweep_head(features, name, est, grid_of[name], plan, param, metric, bar)
+            out[name] = _sweep_head(features, name, est, grid_of[name], plan, param, metric, bar,
+                                    n_jobs)
     best_scores = {k: h.scores[metric][h.best_index] for k, h in out.items()}
     comparison = compare_to_best(best_scores, plan.n_train, plan.n_test)
     return SweepResult(out, plan, list(features.class_names), metric, comparison)
@@ -155,21 +162,28 @@ def _grid(name, est, grids):
     return values
 
 
-def _sweep_head(features, name, est, grid, plan, param, metric, bar):
-    X, y, K = features.X, features.y, len(features.class_names)
+def _sweep_head(features, name, est, grid, plan, param, metric, bar, n_jobs=-1):
+    K = len(features.class_names)
     S, J = len(grid), plan.n_splits
     scores = {k: np.full((S, J), np.nan) for k in SWEEP_KEYS}
     cm = np.zeros((S, K, K), dtype=np.int64)
-    for j, (tr, te) in enumerate(plan.splits):
-        Xtr, ytr, Xte, yte = X[tr], y[tr], X[te], y[te]  # copy once per fold, not per model
-        with sklearn.config_context(assume_finite=True):  # make_splits checked finiteness
-            models = fit_path(est, Xtr, ytr, grid, param)
-            folds = [fold_scores(m, Xtr, ytr, Xte, yte, K, metric=metric) for m in models]
+    per_fold = map_folds(partial(_sweep_fold, features, est, grid, param, metric),
+                         plan.splits, fold_jobs(est, n_jobs), bar)
+    for j, folds in enumerate(per_fold):
         for s, (fold, fold_cm) in enumerate(folds):
             for k in SWEEP_KEYS:
                 scores[k][s, j] = fold[k]
             cm[s] += fold_cm
-        bar.update()
     best = int(np.argmax(np.nanmean(scores[metric], axis=1)))
     return HeadSweep(name, reg_param(est, param), list(grid), scores, cm, best,
                      getattr(est, "stronger_when_larger", None))
+
+
+def _sweep_fold(features, est, grid, param, metric, split):
+    """``[(scores, confusion)]`` of each grid value on one ``(train, test)`` split."""
+    X, y, K = features.X, features.y, len(features.class_names)
+    tr, te = split
+    Xtr, ytr, Xte, yte = X[tr], y[tr], X[te], y[te]  # copy once per fold, not per model
+    with sklearn.config_context(assume_finite=True):  # make_splits checked finiteness
+        models = fit_path(est, Xtr, ytr, grid, param)
+        return [fold_scores(m, Xtr, ytr, Xte, yte, K, metric=metric) for m in models]

@@ -10,7 +10,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from featcache.heads._base import (CLASS_WEIGHT, BaseHead, Interval, LinearDecisionMixin,
                                    StrOptions, row_weights)
-from featcache.heads._linear import linear_path, multinomial_loss_grad
+from featcache.heads._linear import multinomial_loss_grad
+from featcache.heads._logit_lbfgs import logit_path
 from featcache.threads import blas_thread_limit
 
 
@@ -112,9 +113,10 @@ class LogisticHead(LinearDecisionMixin, BaseHead):
         # intercepts start at the log class priors: fewer iterations
         prior = np.log(onehot.mean(axis=0))
         w0[-1] = prior[1:] - prior[0] if k == 2 else prior - prior.mean()
-        # no preconditioning: its set-up cost did not pay off for this loss
-        yield from linear_path(Xs, Y, values, partial(multinomial_loss_grad, sw=sw),
-                               w0, self.tol, self.max_iter)
+        # no preconditioning: its set-up cost did not pay off for this loss; the
+        # line search on logits needs two passes over Xs per iteration, not 2 per trial
+        yield from logit_path(Xs, Y, values, partial(multinomial_loss_grad, sw=sw),
+                              w0, self.tol, self.max_iter)
 
     def _saga_path(self, Xs, y_enc, values, sw):
         from sklearn.linear_model import LogisticRegression

@@ -64,6 +64,10 @@ class SoftmaxHead(BaseHead):
     reg_param = "l2"
     default_grid = np.logspace(-6, -1, 10)
     stronger_when_larger = True
+    # CV runs this head's folds one after another: its fits share one compiled
+    # Keras model and process-wide seeds (a lock runs them one at a time), and
+    # TensorFlow already spreads each fit over the cores
+    parallel_folds = False
     _parameter_constraints = {
         "l2": [Interval(Real, 0, None, closed="left")],
         "dropout": [_FRACTION],
