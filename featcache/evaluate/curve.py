@@ -21,9 +21,10 @@ from sklearn.base import clone
 
 from featcache.errors import FeatcacheError
 from featcache.evaluate._common import prepare_run
+from featcache.evaluate.augmented import check_augmented, training_rows
 from featcache.evaluate.cv import progress_bar
 from featcache.evaluate.metrics import score
-from featcache.evaluate.splits import SplitPlan
+from featcache.evaluate.splits import SplitPlan, as_features
 from featcache.evaluate.stats import summarize
 from featcache.evaluate.verdicts import learning_curve_verdict
 from featcache.jsonout import jsonable, num
@@ -96,8 +97,8 @@ class CurveResult:
 def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: int = 5,
                    repeats: int = 1, group_by=None, seed: int = 0, cv=None,
                    head_params: dict | None = None, metric: str = "accuracy",
-                   tail: float = 0.5, progress=False, plan: SplitPlan | None = None
-                   ) -> CurveResult:
+                   tail: float = 0.5, progress=False, plan: SplitPlan | None = None,
+                   augmented: bool = False) -> CurveResult:
     """Validation and train score of one head as the training set grows.
 
     Parameters
@@ -116,26 +117,32 @@ def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: i
     progress : bool or None
     plan : SplitPlan, optional
         Splits from :func:`make_splits` to reuse (then the split arguments are ignored).
+    augmented : bool, default False
+        Train on the chosen images' clean rows plus their cached views (a
+        fraction counts images); train score on clean rows, validation on
+        clean rows only.
 
     Returns
     -------
     CurveResult
     """
     fr = _check_fractions(fractions)
+    augmented = check_augmented(as_features(data), augmented)
     features, plan, ests = prepare_run(data, head, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, cv=cv,
                                        head_params=head_params, metric=metric, plan=plan)
     if len(ests) != 1:
         raise FeatcacheError(f"a learning curve takes one head, got {', '.join(ests)}")
     (name, est), = ests.items()
-    train, val, sizes = _curve_scores(features, est, fr, plan, metric, seed, progress)
+    train, val, sizes = _curve_scores(features, est, fr, plan, metric, seed, progress,
+                                      augmented)
     n_train = sizes.mean(axis=1)
     slope, gain = tail_slopes(fr, n_train, np.nanmean(val, axis=1), tail)
     return CurveResult(name, metric, fr, [float(v) for v in n_train], train, val,
                        slope, gain, float(tail), plan)
 
 
-def _curve_scores(features, est, fractions, plan, metric, seed, progress):
+def _curve_scores(features, est, fractions, plan, metric, seed, progress, augmented=False):
     """``(train, val, sizes)`` arrays of shape (n_fractions, n_splits)."""
     X, y = features.X, features.y
     F, J = len(fractions), plan.n_splits
@@ -150,7 +157,7 @@ def _curve_scores(features, est, fractions, plan, metric, seed, progress):
                 sizes[i, j] = len(sub)
                 if len(np.unique(y[sub])) >= 2:
                     with sklearn.config_context(assume_finite=True):  # checked by make_splits
-                        model = clone(est).fit(X[sub], y[sub])
+                        model = clone(est).fit(*training_rows(features, sub, augmented))
                         train[i, j] = score(metric, y[sub], model.predict(X[sub]))
                         val[i, j] = score(metric, y[te], model.predict(X[te]))
                 bar.update()

@@ -15,8 +15,9 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from featcache.evaluate._common import prepare_run
+from featcache.evaluate.augmented import check_augmented, training_rows
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
-from featcache.evaluate.splits import SplitPlan, make_splits, straddling_groups
+from featcache.evaluate.splits import SplitPlan, as_features, make_splits, straddling_groups
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.verdicts import split_verdict
 from featcache.jsonout import jsonable
@@ -97,7 +98,7 @@ class CVResult(PairedRun):
 def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int = 1,
                          group_by=None, seed: int = 0, cv=None, head_params: dict | None = None,
                          metric: str = "accuracy", progress=False,
-                         plan: SplitPlan | None = None) -> CVResult:
+                         plan: SplitPlan | None = None, augmented: bool = False) -> CVResult:
     """Cross-validate one or more heads on the same splits.
 
     Parameters
@@ -117,19 +118,25 @@ def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int =
         Show a progress bar on stderr (None: only on a terminal).
     plan : SplitPlan, optional
         Splits from :func:`make_splits` to reuse (then the split arguments are ignored).
+    augmented : bool, default False
+        Train each fold on its clean rows plus their cached views
+        (``Features.views``); validate on clean rows only. See
+        :mod:`featcache.evaluate.augmented`.
 
     Returns
     -------
     CVResult
     """
+    augmented = check_augmented(as_features(data), augmented)  # before any split work
     features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, cv=cv,
                                        head_params=head_params, metric=metric, plan=plan)
-    return run_cv(features, ests, plan, metric, progress)
+    return run_cv(features, ests, plan, metric, progress, augmented)
 
 
-def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=False):
-    """Cross-validate already-built ``heads`` on an existing ``plan``."""
+def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=False,
+           augmented=False):
+    """Cross-validate already-built ``heads`` on an existing ``plan`` (train score on clean rows)."""
     X, y, K = features.X, features.y, len(features.class_names)
     out = {}
     with progress_bar(len(heads) * plan.n_splits, "cv", progress) as bar, blas_thread_limit(1):
@@ -140,7 +147,7 @@ def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=F
                 Xtr, ytr = X[tr], y[tr]
                 with sklearn.config_context(assume_finite=True):  # make_splits checked it
                     t0 = time.perf_counter()
-                    est = clone(head).fit(Xtr, ytr)
+                    est = clone(head).fit(*training_rows(features, tr, augmented))
                     fit_time = time.perf_counter() - t0
                     scores, fold_cm = fold_scores(est, Xtr, ytr, X[te], y[te], K,
                                                    metric=metric)
@@ -183,7 +190,7 @@ class SplitComparison:
 def compare_random_grouped(data, heads="logreg", *, group_by="near-duplicates",
                            folds: int = 5, repeats: int = 1, seed: int = 0,
                            head_params: dict | None = None, metric: str = "accuracy",
-                           progress=False) -> SplitComparison:
+                           progress=False, augmented: bool = False) -> SplitComparison:
     """Cross-validate under random stratified splits and under grouped splits.
 
     When groups (e.g. near-duplicate frames) straddle random folds, the random
@@ -200,17 +207,20 @@ def compare_random_grouped(data, heads="logreg", *, group_by="near-duplicates",
         Parameters for heads given by name (``{"reg": v}`` sets ``C``/``l2``).
     metric : str, default "accuracy"
     progress : bool or None
+    augmented : bool, default False
+        Train on clean rows plus their views (see :func:`cross_validate_heads`).
 
     Returns
     -------
     SplitComparison
     """
+    augmented = check_augmented(as_features(data), augmented)
     features, grouped_plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                                group_by=group_by, seed=seed,
                                                head_params=head_params, metric=metric)
     random_plan = make_splits(features, folds, repeats, None, seed)
-    grouped = run_cv(features, ests, grouped_plan, metric, progress)
-    random = run_cv(features, ests, random_plan, metric, progress)
+    grouped = run_cv(features, ests, grouped_plan, metric, progress, augmented)
+    random = run_cv(features, ests, random_plan, metric, progress, augmented)
     n = straddling_groups(random_plan.splits, grouped_plan.groups)
     best = grouped.best
     what = ("near-duplicate groups" if grouped_plan.group_by == "near-duplicates"
