@@ -52,9 +52,9 @@ def check_augmented(features, augmented, both: bool = False):
                              f"with Features.X, got {views.shape}")
     bad = ~np.isfinite(views).all(axis=(1, 2))
     if bad.any():
+        first = str(features.paths[np.flatnonzero(bad)[0]])
         raise FeatcacheError(f"the augmented views of {int(bad.sum())} image(s) contain NaN or "
-                             f"inf (first: {features.paths[np.flatnonzero(bad)[0]]!r}); re-embed "
-                             "those files")
+                             f"inf (first: {first!r}); re-embed those files")
     return augmented
 
 
