@@ -92,13 +92,17 @@ def training_rows(features, train_idx, augmented: bool = False):
     -------
     X : ndarray (n_rows, d); y : ndarray (n_rows,)
     """
-    X, y = features.X[train_idx], features.y[train_idx]
     if not augmented:
-        return X, y
-    views = features.views[train_idx]
-    k = views.shape[1]
-    return (np.concatenate([X, views.reshape(-1, views.shape[2]).astype(X.dtype, copy=False)]),
-            np.concatenate([y, np.repeat(y, k)]))
+        return features.X[train_idx], features.y[train_idx]
+    tr = np.arange(len(features.X))[train_idx]  # ints, from a mask, slice or ints
+    (n, d), k = (len(tr), features.X.shape[1]), features.views.shape[1]
+    # one output buffer, filled in place: no intermediate (n, K, d) copy
+    out = np.empty((n * (k + 1), d), dtype=features.X.dtype)
+    np.take(features.X, tr, axis=0, out=out[:n])
+    np.take(np.asarray(features.views, dtype=out.dtype), tr, axis=0,
+            out=out[n:].reshape(n, k, d))
+    y = features.y[tr]
+    return out, np.concatenate([y, np.repeat(y, k)])
 
 
 def with_views(clean, views, metric=None):
