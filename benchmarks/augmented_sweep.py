@@ -19,7 +19,6 @@ Usage: python benchmarks/augmented_sweep.py [--quick] [--repeats 3] [--views 5]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -98,7 +97,7 @@ def main(argv=None):
            "data": args.cache or "synthetic", "cpu_count": os.cpu_count(), "repeats": repeats,
            "load_1min": os.getloadavg()[0]}
     for label, aug in (("clean", False), ("augmented", True), ("both", "both")):
-        t_med, t_all, res = timed(lambda: run(aug), repeats)
+        t_med, t_all, res = timed(lambda aug=aug: run(aug), repeats)
         h = res.heads["logreg"]
         out[label] = {"seconds_median": t_med, "seconds_all": t_all,
                       "best_C": h.best_value, "best_accuracy": best(h)}

@@ -104,7 +104,7 @@ def test_augmented_switch_changes_the_fit_and_keeps_the_splits(feats):
     a = cross_validate_heads(noisy, "logreg", folds=4)
     b = cross_validate_heads(noisy, "logreg", folds=4, augmented=True)
     for (tr1, te1), (tr2, te2) in zip(a.plan.splits, b.plan.splits):
-        assert np.array_equal(te1, te2)
+        assert np.array_equal(tr1, tr2) and np.array_equal(te1, te2)
     assert a.heads["logreg"].folds["train_accuracy"] != b.heads["logreg"].folds["train_accuracy"]
 
 
