@@ -252,9 +252,14 @@ def test_cli_sweep_augmented_both_and_cv_augmented(cli_cache, tmp_path):
     assert r.exit_code == 0, r.output
     assert calls == [True]
     assert "with vs without augmented views" in r.stdout
-    assert "with_views" in json.loads(out.read_text())
-    r = _run("cv", path, "--folds", 3, "--augmented")
+    doc = json.loads(out.read_text())
+    assert "with_views" in doc and doc["augmented"] == "both"
+    r = _run("cv", path, "--folds", 3, "--augmented", "--json", out)
     assert r.exit_code == 0, r.output
+    assert "plus their 3 augmented views" in r.stdout
+    assert json.loads(out.read_text())["augmented"] is True
+    r = _run("curve", path, "--folds", 3, "--augmented")
+    assert r.exit_code == 0 and "augmented views" in r.stdout, r.output
     r = _run("sweep", path, "--heads", "logreg", "--grid", "0.1,1", "--folds", 3, "--augmented")
     assert r.exit_code == 0, r.output
     assert "with views" not in r.stdout

@@ -67,6 +67,15 @@ def augmented_value(value):
     return "both" if value == "both" else bool(value)
 
 
+def _views_note(features, augmented):
+    """Say how views were used, so a printed score is never mistaken for a clean-only one."""
+    if augmented:
+        k = features.views.shape[1]
+        click.echo(f"note: each training fold used its images plus their {k} augmented views"
+                   + (" (and, separately, without them)" if augmented == "both" else "")
+                   + "; validation and the train score use clean images only.")
+
+
 def _no_nested_augmented(nested, augmented):
     if nested and augmented:
         raise FeatcacheError("--nested does not take --augmented yet: run them separately")
@@ -161,8 +170,9 @@ def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_
     else:
         res = cross_validate_heads(features, head, group_by=group_by, augmented=augmented, **kw)
         click.echo(format_cv(res))
+    _views_note(features, augmented)
     if json_out:
-        _write_json(json_out, "cv", features, cache, res.to_dict())
+        _write_json(json_out, "cv", features, cache, {"augmented": augmented, **res.to_dict()})
 
 
 def _grouping_note(features, folds, repeats, group_by, seed, plan):
@@ -212,6 +222,7 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
     res = (nest.sweep if nested else
            run_sweep(features, heads, augmented=augmented_value(augmented), **kw))
     click.echo(format_sweep(res))
+    _views_note(features, augmented_value(augmented))
     if nest:
         click.echo("\n" + nest.summary())
     note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
@@ -228,7 +239,8 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
         click.echo(f"plots written: {p1}, {p2}")
     if json_out:
         extra = {"nested": nest.to_dict()} if nest else {}
-        _write_json(json_out, "sweep", features, cache, {**res.to_dict(), **extra})
+        _write_json(json_out, "sweep", features, cache,
+                    {"augmented": augmented_value(augmented), **res.to_dict(), **extra})
 
 
 @cli.command()
@@ -258,6 +270,7 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
                          head_params={"reg": reg}, metric=metric, progress=None,
                          augmented=augmented)
     click.echo(format_curve(res))
+    _views_note(features, augmented)
     note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
     if note:
         click.echo(note)
@@ -266,4 +279,4 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
         png = plot_learning_curve(res, Path(plots_dir) / "learning_curve.png")
         click.echo(f"plot written: {png}")
     if json_out:
-        _write_json(json_out, "curve", features, cache, res.to_dict())
+        _write_json(json_out, "curve", features, cache, {"augmented": augmented, **res.to_dict()})
