@@ -62,6 +62,8 @@ def plot_regularisation_path(result, path) -> Path:
                   "train, with views", "s--")
             _band(ax, x[order], w.scores[result.metric][order], _VAL_VIEWS,
                   "validation, with views", "s--")
+            ax.axvline(w.best_value, color=_VAL_VIEWS, ls=":", lw=1,
+                       label=f"best with views {w.param}={w.best_value:.3g}")
         ax.axvline(h.best_value, color="grey", ls=":", lw=1,
                    label=f"best {h.param}={h.best_value:.3g}")
         ax.set_xscale("log")
