@@ -6,8 +6,9 @@ of the side resized back, rotation within +-10 degrees, no flip: digits are
 not mirror-symmetric), embeds the clean folder and every view folder with the
 same backbone through ``featcache.embed`` (one cache per view), aligns the
 views with the clean rows by relative path, and runs
-``featcache.sweep(features, "logreg", augmented="both")``: the logreg C grid
-with and without views on the same 5 folds, with the corrected paired t-test.
+``featcache.sweep(features, "logreg,softmax", augmented="both")``: each head's
+grid with and without views on the same 5 folds, with the corrected paired
+t-test per head, and the regularisation-path plot with both paths.
 
 This stands in for ``featcache embed --views K --augment crop=0.8,rotate=10``
 until that lands; rerun the sweep on such a cache to check the figures.
@@ -91,20 +92,23 @@ def main(argv=None):
     feats = load_with_views(data, folders, args.out, backbone)
     t_embed = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = sweep(feats, "logreg", augmented="both", folds=5, seed=0)
+    res = sweep(feats, "logreg,softmax", augmented="both", folds=5, seed=0)
     t_sweep = time.perf_counter() - t0
     from featcache.report.tables import format_sweep
     print(format_sweep(res))
+    from featcache.report.plots import plot_regularisation_path
+    png = plot_regularisation_path(res, args.out / "regularisation_path.png")
     t = res.views_tests["logreg"]
     out = {"n_images": len(feats), "n_views": args.views, "backbone": feats.backbone,
            "weights": "random (seeded)" if "none" in str(feats.spec) else str(feats.spec.get(
                "weights", "")), "augmentation": "crop 0.8-1.0 + rotate +-10 deg (PIL)",
-           "embed_seconds": t_embed, "sweep_both_seconds": t_sweep, "logreg": t}
+           "embed_seconds": t_embed, "sweep_both_seconds": t_sweep, "tests": res.views_tests,
+           "plot": str(png)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(f"logreg accuracy without views {t['without']['mean']:.4f} (C={t['without']['value']:.3g}),"
           f" with {args.views} views {t['with']['mean']:.4f} (C={t['with']['value']:.3g}); "
-          f"difference {t['mean_diff']:+.4f}, p = {t['p_value']:.3g}; written {args.json}")
+          f"difference {t['mean_diff']:+.4f}, p = {t['p_value']:.3g}; written {args.json}, {png}")
     return 0
 
 
