@@ -276,3 +276,14 @@ def test_cli_augmented_on_a_cache_without_views_is_one_line(cli_cache, tmp_path)
         assert "needs augmented views" in r.output and "Traceback" not in r.output
     r = _run("sweep", path, "--nested", "--augmented")
     assert r.exit_code == 1 and "--nested does not take --augmented" in r.output
+
+
+def test_random_vs_grouped_comparison_trains_on_views_in_both(feats):
+    from featcache.evaluate import compare_random_grouped
+    noisy = with_views(feats, noise=3.0)
+    a = compare_random_grouped(noisy, "logreg", folds=3)
+    b = compare_random_grouped(noisy, "logreg", folds=3, augmented=True)
+    for run in ("random", "grouped"):
+        ra, rb = getattr(a, run), getattr(b, run)
+        assert [te.tolist() for _, te in ra.plan.splits] == [te.tolist() for _, te in rb.plan.splits]
+        assert ra.heads["logreg"].folds["accuracy"] != rb.heads["logreg"].folds["accuracy"]
