@@ -8,7 +8,9 @@ PNGs and JSON. The evidence, each from the public evaluate API:
   head's score under random vs grouped-by-near-duplicates CV;
 - the train-validation gap across regularisation strengths (a sweep);
 - the slope of the learning curve (would more data help?);
-- per-class errors (out-of-fold confusion matrix, per-class recall).
+- per-class errors (out-of-fold confusion matrix, per-class recall);
+- with ``augmented=True``: the same sweep trained on cached augmented views,
+  and whether they close the gap (paired corrected t-test, same splits).
 
 The splits are built once: featcache's random CV plan (which the audit
 checks) and, when the audit finds usable near-duplicate groups, one grouped
@@ -86,7 +88,7 @@ def check_diagnose_args(features, head, grid, metric, folds):
 def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
              threshold=None, validation_split: float = 0.2, keras_seed: int = DEFAULT_KERAS_SEED,
              grid=None, metric: str = "accuracy", progress=False,
-             source: dict | None = None) -> Diagnosis:
+             source: dict | None = None, augmented: bool = False) -> Diagnosis:
     """Gather the evidence for "why is my model overfitting?"; writes nothing.
 
     Parameters
@@ -108,6 +110,9 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
         train score and gap of the diagnosis is in it.
     source : dict, optional
         Where the features came from (cache, backbone), for the report.
+    augmented : bool
+        Also sweep with the cached augmented views (``features.views``) on the
+        same splits and say whether they close the train-validation gap.
 
     Returns
     -------
@@ -115,8 +120,10 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
         Write it with :func:`featcache.report.diagnosis.write_diagnosis`.
     """
     from featcache.evaluate import learning_curve, make_splits, sweep
+    from featcache.evaluate.augmented import check_augmented
     from featcache.evaluate.verdicts import diagnosis_conclusion, unusable_grouping
     grid = check_diagnose_args(features, head, grid, metric, folds)
+    augmented = check_augmented(features, augmented)
     random_plan = make_splits(features, folds, seed=seed)
     rep = audit(features, threshold=threshold, validation_split=validation_split,
                 keras_seed=keras_seed, folds=folds, seed=seed, source=source, plan=random_plan)
@@ -125,7 +132,8 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
     grouped = groups is not None and not unusable
     plan = make_splits(features, folds, group_by=groups, seed=seed) if grouped else random_plan
     kw = dict(metric=metric, progress=progress, seed=seed)
-    sw = sweep(features, head, grids=grid, plan=plan, **kw)
+    sw = sweep(features, head, grids=grid, plan=plan, augmented="both" if augmented else False,
+               **kw)
     name = sw.best
     h = sw.heads[name]
     rsw = (sweep(features, head, grids={name: h.grid}, plan=random_plan, **kw)
@@ -141,14 +149,17 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
                "per_class": _class_numbers(sw.best_confusion(), features.class_names),
                "class_balance": rep.class_balance, "metric": metric,
                "splits": plan.description}
+    if augmented:
+        numbers["augmentation"] = sw.views_tests[name]
     return Diagnosis(name, metric, diagnosis_conclusion(numbers), numbers, rep, sw, cur, plan,
                      rsw, dict(source or {}))
 
 
 def diagnose_cache(cache_path, backbone: str | None = None, **kwargs) -> Diagnosis:
-    """Load ``cache_path`` and :func:`diagnose` it."""
+    """Load ``cache_path`` (with its views when ``augmented=True``) and :func:`diagnose` it."""
     from featcache.cache import load_features
-    features = load_features(cache_path, backbone)
+    features = (load_features(cache_path, backbone, views=True) if kwargs.get("augmented")
+                else load_features(cache_path, backbone))
     return diagnose(features, source={"cache": str(cache_path), "backbone": features.backbone},
                     **kwargs)
 

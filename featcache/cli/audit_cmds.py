@@ -75,8 +75,11 @@ def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed,
               type=click.Choice(["accuracy", "balanced_accuracy", "f1_macro"]))
 @click.option("--out", "out_dir", default="featcache-diagnosis", show_default=True,
               type=click.Path(), help="Folder for report.html, PNGs and JSON.")
+@click.option("--augmented", is_flag=True,
+              help="Also sweep with the cache's augmented views (embed --views K) and say "
+                   "whether they close the train-validation gap.")
 def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, seed, head, grid,
-             metric, out_dir):
+             metric, out_dir, augmented):
     """Why is my model overfitting? Evidence and a plain-language answer for CACHE.
 
     Runs the audit, a regularisation sweep, random vs grouped CV and a
@@ -96,7 +99,8 @@ def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, se
     check_writable(out_dir, "--out", folder=True)
     diag = diagnose_cache(cache, backbone, head=head, folds=folds, seed=seed,
                           threshold=_threshold(threshold), validation_split=validation_split,
-                          keras_seed=keras_seed, grid=grid_values, metric=metric, progress=None)
+                          keras_seed=keras_seed, grid=grid_values, metric=metric, progress=None,
+                          augmented=augmented)
     files = write_diagnosis(diag, out_dir)
     click.echo("Why is the model overfitting?")
     for sentence in diag.conclusion:

@@ -52,13 +52,46 @@ def _tuning_options(f):
                              "best-of-sweep score.")(f)
 
 
+def augmented_option(both=False):
+    """``--augmented``: train on clean rows plus cached views (``--augmented both`` for sweep)."""
+    text = ("Train each fold on its images plus their cached augmented views (cache made with "
+            "embed --views K); validate on clean images only.")
+    if not both:
+        return click.option("--augmented", is_flag=True, help=text)
+    return click.option("--augmented", default=None, is_flag=False, flag_value="on",
+                        type=click.Choice(["on", "both"]), metavar="[both]",
+                        help=text + " '--augmented both' sweeps without and with views on the "
+                                    "same splits and tests the difference.")
+
+
+def augmented_value(value):
+    """The API's ``augmented=`` for a ``--augmented`` value (flag, ``on`` or ``both``)."""
+    return "both" if value == "both" else bool(value)
+
+
+def _views_note(features, augmented):
+    """Say how views were used, so a printed score is never mistaken for a clean-only one."""
+    if augmented:
+        k = features.views.shape[1]
+        click.echo(f"note: each training fold used its images plus their {k} augmented views"
+                   + (" (and, separately, without them)" if augmented == "both" else "")
+                   + "; validation and the train score use clean images only.")
+
+
+def _no_nested_augmented(nested, augmented):
+    if nested and augmented:
+        raise FeatcacheError("--nested does not take --augmented yet: run them separately")
+
+
 def _weights(class_weight):
     """Head parameters for --class-weight (none when not given)."""
     return {"class_weight": class_weight} if class_weight else {}
 
 
-def _load(cache, backbone):
+def _load(cache, backbone, augmented=False):
     from featcache.cache import load_features
+    if augmented:
+        return load_features(cache, backbone=backbone, views=True)
     return load_features(cache, backbone=backbone)
 
 
@@ -107,10 +140,11 @@ def _grids(values, heads: str):
               help="logreg, svm or softmax; comma-separate several for a paired comparison.")
 @click.option("--C", "--reg", "reg", default=None, type=float,
               help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
+@augmented_option()
 @_tuning_options
 @_split_options
 def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, n_jobs, json_out,
-       nested, inner_folds, class_weight):
+       nested, inner_folds, class_weight, augmented):
     """Cross-validate heads on CACHE: per-fold scores, mean ± std and 95% intervals.
 
     With --group-by near-duplicates the score under random splits and under
@@ -122,23 +156,25 @@ def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, n_job
     if nested and reg is not None:
         raise FeatcacheError("--C and --nested exclude each other: --nested chooses C inside "
                              "each outer fold")
+    _no_nested_augmented(nested, augmented)
     _check_outputs(json_out)
-    features = _load(cache, backbone)
+    features = _load(cache, backbone, augmented)
     kw = dict(folds=folds, repeats=repeats, seed=seed, metric=metric, progress=None,
               head_params={"reg": reg, **_weights(class_weight)}, n_jobs=n_jobs)
     if nested:
         res = nested_cv(features, head, group_by=group_by, inner_folds=inner_folds, **kw)
         click.echo(res.summary())
     elif group_by == "near-duplicates":
-        res = compare_random_grouped(features, head, group_by=group_by, **kw)
+        res = compare_random_grouped(features, head, group_by=group_by, augmented=augmented, **kw)
         click.echo(format_cv(res.grouped))
         click.echo("")
         click.echo(format_comparison(res))
     else:
-        res = cross_validate_heads(features, head, group_by=group_by, **kw)
+        res = cross_validate_heads(features, head, group_by=group_by, augmented=augmented, **kw)
         click.echo(format_cv(res))
+    _views_note(features, augmented)
     if json_out:
-        _write_json(json_out, "cv", features, cache, res.to_dict())
+        _write_json(json_out, "cv", features, cache, {"augmented": augmented, **res.to_dict()})
 
 
 def _grouping_note(features, folds, repeats, group_by, seed, plan):
@@ -161,10 +197,14 @@ def _grouping_note(features, folds, repeats, group_by, seed, plan):
                    "(repeatable). Default: each head's own 10-value log grid.")
 @click.option("--plots", "plots_dir", default=None, type=click.Path(),
               help="Directory for regularisation_path.png and confusion_matrix.png.")
+@click.option("--param", default=None, metavar="NAME",
+              help="Sweep this parameter instead of each head's C/l2, e.g. --heads softmax "
+                   "--param mixup_alpha (or feature_noise, dropout with --grid).")
+@augmented_option(both=True)
 @_tuning_options
 @_split_options
 def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric, backbone,
-          n_jobs, json_out, nested, inner_folds, class_weight):
+          n_jobs, json_out, nested, inner_folds, class_weight, augmented, param):
     """Sweep each head's regularisation strength on CACHE, all heads on the same splits.
 
     With --nested, each outer fold also re-runs the sweep on its training rows
@@ -174,14 +214,17 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
     from featcache.evaluate import sweep as run_sweep
     from featcache.report.tables import format_sweep
     grids = _grids(grid, heads)
+    _no_nested_augmented(nested, augmented)
     _check_outputs(json_out, plots_dir)
-    features = _load(cache, backbone)
+    features = _load(cache, backbone, augmented)
     kw = dict(grids=grids, folds=folds, repeats=repeats, group_by=group_by, seed=seed,
               metric=metric, progress=None, head_params=_weights(class_weight) or None,
-              n_jobs=n_jobs)
+              n_jobs=n_jobs, param=param)
     nest = nested_cv(features, heads, inner_folds=inner_folds, **kw) if nested else None
-    res = nest.sweep if nested else run_sweep(features, heads, **kw)
+    res = (nest.sweep if nested else
+           run_sweep(features, heads, augmented=augmented_value(augmented), **kw))
     click.echo(format_sweep(res))
+    _views_note(features, augmented_value(augmented))
     if nest:
         click.echo("\n" + nest.summary())
     note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
@@ -198,7 +241,8 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
         click.echo(f"plots written: {p1}, {p2}")
     if json_out:
         extra = {"nested": nest.to_dict()} if nest else {}
-        _write_json(json_out, "sweep", features, cache, {**res.to_dict(), **extra})
+        _write_json(json_out, "sweep", features, cache,
+                    {"augmented": augmented_value(augmented), **res.to_dict(), **extra})
 
 
 @cli.command()
@@ -209,9 +253,10 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
               help="Comma-separated fractions of each training fold to train on.")
 @click.option("--plots", "plots_dir", default=None, type=click.Path(),
               help="Directory for learning_curve.png.")
+@augmented_option()
 @_split_options
 def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed, metric,
-          backbone, n_jobs, json_out):
+          backbone, n_jobs, json_out, augmented):
     """Learning curve on CACHE: train and validation score vs training-set size.
 
     A validation curve still rising at the right means more data should help; a
@@ -221,12 +266,13 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
     from featcache.report.tables import format_curve
     fraction_values = _floats(fractions, "--fractions")
     _check_outputs(json_out, plots_dir)
-    features = _load(cache, backbone)
+    features = _load(cache, backbone, augmented)
     res = learning_curve(features, head, fractions=fraction_values,
                          folds=folds, repeats=repeats, group_by=group_by, seed=seed,
                          head_params={"reg": reg}, metric=metric, progress=None,
-                         n_jobs=n_jobs)
+                         n_jobs=n_jobs, augmented=augmented)
     click.echo(format_curve(res))
+    _views_note(features, augmented)
     note = _grouping_note(features, folds, repeats, group_by, seed, res.plan)
     if note:
         click.echo(note)
@@ -235,4 +281,4 @@ def curve(cache, head, reg, fractions, plots_dir, folds, repeats, group_by, seed
         png = plot_learning_curve(res, Path(plots_dir) / "learning_curve.png")
         click.echo(f"plot written: {png}")
     if json_out:
-        _write_json(json_out, "curve", features, cache, res.to_dict())
+        _write_json(json_out, "curve", features, cache, {"augmented": augmented, **res.to_dict()})

@@ -62,15 +62,17 @@ def _grid(text):
 @click.option("--quantize", multiple=True, type=click.Choice(["dynamic", "float16"]),
               help="Extra quantized TFLite variants (repeatable; implies --tflite).")
 @click.option("--force", is_flag=True, help="Replace an existing MODEL_DIR.")
+@click.option("--augmented", is_flag=True,
+              help="Fit (and choose C) on every image plus its cached augmented views.")
 def train(cache, out, head, reg, grid, folds, group_by, seed, metric, class_weight, nested,
-          backbone, data_dir, sample, tflite, quantize, force):
+          backbone, data_dir, sample, tflite, quantize, force, augmented):
     """Train a head on every row of CACHE and export it with its backbone to MODEL_DIR."""
     from featcache.model.export import check_output, export_model
     from featcache.model.train import train as run
     check_output(out, force)  # before any work
     res = run(cache, head, _reg(reg), backbone=backbone, grid=_grid(grid), folds=folds,
               group_by=group_by, seed=seed, metric=metric, class_weight=class_weight,
-              nested=nested, progress=None)
+              nested=nested, progress=None, augmented=augmented)
     click.echo(f"{head}: {res.choice}")
     with warnings.catch_warnings():  # a refused TFLite variant is printed below, once
         warnings.filterwarnings("ignore", message="TFLite variant", category=UserWarning)

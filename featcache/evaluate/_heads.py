@@ -80,8 +80,14 @@ def reg_param(est, param: str | None = None) -> str:
     return name
 
 
-def default_grid(est):
-    """The head's ``default_grid``, or FeatcacheError when it has none."""
+def default_grid(est, param: str | None = None):
+    """The head's ``default_grid`` (or its ``param_grids[param]``); FeatcacheError when none."""
+    if param is not None and param != getattr(est, "reg_param", None):
+        grid = getattr(est, "param_grids", {}).get(param)
+        if grid is None:
+            raise FeatcacheError(f"{type(est).__name__} has no default grid for param="
+                                 f"{param!r}: pass grids=")
+        return [float(v) for v in np.asarray(grid).ravel()]
     grid = getattr(est, "default_grid", None)
     if grid is None:
         raise FeatcacheError(f"{type(est).__name__} has no default_grid: pass grids=")

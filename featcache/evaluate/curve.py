@@ -22,10 +22,11 @@ from sklearn.base import clone
 
 from featcache.errors import FeatcacheError
 from featcache.evaluate._common import prepare_run
+from featcache.evaluate.augmented import check_augmented, training_rows
 from featcache.evaluate.cv import progress_bar
 from featcache.evaluate.metrics import score
 from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
-from featcache.evaluate.splits import SplitPlan
+from featcache.evaluate.splits import SplitPlan, as_features
 from featcache.evaluate.stats import summarize
 from featcache.evaluate.verdicts import learning_curve_verdict
 from featcache.jsonout import jsonable, num
@@ -98,7 +99,7 @@ def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: i
                    repeats: int = 1, group_by=None, seed: int = 0, cv=None,
                    head_params: dict | None = None, metric: str = "accuracy",
                    tail: float = 0.5, progress=False, plan: SplitPlan | None = None,
-                   n_jobs=-1) -> CurveResult:
+                   n_jobs=-1, augmented: bool = False) -> CurveResult:
     """Validation and train score of one head as the training set grows.
 
     Parameters
@@ -120,6 +121,10 @@ def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: i
     n_jobs : int, default -1
         Threads running folds, one BLAS thread each; -1 uses every core. Results
         equal ``n_jobs=1`` exactly.
+    augmented : bool, default False
+        Train on the chosen images' clean rows plus their cached views (a
+        fraction counts images); train score on clean rows, validation on
+        clean rows only.
 
     Returns
     -------
@@ -127,32 +132,36 @@ def learning_curve(data, head="logreg", *, fractions=DEFAULT_FRACTIONS, folds: i
     """
     fr = _check_fractions(fractions)
     check_n_jobs(n_jobs)
+    augmented = check_augmented(as_features(data), augmented)
     features, plan, ests = prepare_run(data, head, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, cv=cv,
                                        head_params=head_params, metric=metric, plan=plan)
     if len(ests) != 1:
         raise FeatcacheError(f"a learning curve takes one head, got {', '.join(ests)}")
     (name, est), = ests.items()
-    train, val, sizes = _curve_scores(features, est, fr, plan, metric, seed, progress, n_jobs)
+    train, val, sizes = _curve_scores(features, est, fr, plan, metric, seed, progress, n_jobs,
+                                      augmented)
     n_train = sizes.mean(axis=1)
     slope, gain = tail_slopes(fr, n_train, np.nanmean(val, axis=1), tail)
     return CurveResult(name, metric, fr, [float(v) for v in n_train], train, val,
                        slope, gain, float(tail), plan)
 
 
-def _curve_scores(features, est, fractions, plan, metric, seed, progress, n_jobs=-1):
+def _curve_scores(features, est, fractions, plan, metric, seed, progress, n_jobs=-1,
+                  augmented=False):
     """``(train, val, sizes)`` arrays of shape (n_fractions, n_splits)."""
     rng = np.random.default_rng(seed)
     # the orders draw from one generator fold after fold: drawn here, in order
     orders = [(split, training_order(split[0], features.y, plan.groups, rng))
               for split in plan.splits]
     with progress_bar(plan.n_splits, "curve", progress) as bar:
-        cols = map_folds(partial(_curve_fold, features, est, fractions, metric), orders,
+        cols = map_folds(partial(_curve_fold, features, est, fractions, metric, augmented),
+                         orders,
                          fold_jobs(est, n_jobs), bar)
     return tuple(np.column_stack([c[i] for c in cols]) for i in range(3))
 
 
-def _curve_fold(features, est, fractions, metric, item):
+def _curve_fold(features, est, fractions, metric, augmented, item):
     """Train score, validation score and training size per fraction, on one split."""
     X, y = features.X, features.y
     (tr, te), (order, ends) = item
@@ -163,7 +172,7 @@ def _curve_fold(features, est, fractions, metric, item):
         sizes[i] = len(sub)
         if len(np.unique(y[sub])) >= 2:
             with sklearn.config_context(assume_finite=True):  # checked by make_splits
-                model = clone(est).fit(X[sub], y[sub])
+                model = clone(est).fit(*training_rows(features, sub, augmented))
                 train[i] = score(metric, y[sub], model.predict(X[sub]))
                 val[i] = score(metric, y[te], model.predict(X[te]))
     return train, val, sizes

@@ -16,9 +16,10 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from featcache.evaluate._common import prepare_run
+from featcache.evaluate.augmented import check_augmented, training_rows
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
 from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
-from featcache.evaluate.splits import SplitPlan, make_splits, straddling_groups
+from featcache.evaluate.splits import SplitPlan, as_features, make_splits, straddling_groups
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.verdicts import split_verdict
 from featcache.jsonout import jsonable
@@ -98,7 +99,8 @@ class CVResult(PairedRun):
 def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int = 1,
                          group_by=None, seed: int = 0, cv=None, head_params: dict | None = None,
                          metric: str = "accuracy", progress=False,
-                         plan: SplitPlan | None = None, n_jobs=-1) -> CVResult:
+                         plan: SplitPlan | None = None, n_jobs=-1,
+                         augmented: bool = False) -> CVResult:
     """Cross-validate one or more heads on the same splits.
 
     Parameters
@@ -122,21 +124,26 @@ def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int =
         Threads running folds, one BLAS thread each; -1 uses every core. Results
         equal ``n_jobs=1`` exactly (the Keras softmax head always runs its folds
         one after another).
+    augmented : bool, default False
+        Train each fold on its clean rows plus their cached views
+        (``Features.views``); validate on clean rows only. See
+        :mod:`featcache.evaluate.augmented`.
 
     Returns
     -------
     CVResult
     """
     check_n_jobs(n_jobs)
+    augmented = check_augmented(as_features(data), augmented)  # before any split work
     features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, cv=cv,
                                        head_params=head_params, metric=metric, plan=plan)
-    return run_cv(features, ests, plan, metric, progress, n_jobs)
+    return run_cv(features, ests, plan, metric, progress, n_jobs, augmented)
 
 
 def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=False,
-           n_jobs=-1):
-    """Cross-validate already-built ``heads`` on an existing ``plan``.
+           n_jobs=-1, augmented=False):
+    """Cross-validate already-built ``heads`` on an existing ``plan`` (train score on clean rows).
 
     ``n_jobs`` threads run the folds (see :func:`featcache.evaluate.parallel.map_folds`).
     """
@@ -144,8 +151,8 @@ def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=F
     out = {}
     with progress_bar(len(heads) * plan.n_splits, "cv", progress) as bar:
         for name, head in heads.items():
-            results = map_folds(partial(_cv_fold, features, head, metric), plan.splits,
-                                fold_jobs(head, n_jobs), bar)
+            results = map_folds(partial(_cv_fold, features, head, metric, augmented),
+                                plan.splits, fold_jobs(head, n_jobs), bar)
             folds = {k: [scores[k] for scores, _ in results] for k in FOLD_KEYS}
             cm = sum((fold_cm for _, fold_cm in results), np.zeros((K, K), dtype=np.int64))
             summary = {k: summarize(folds[k], plan.n_train, plan.n_test, bounds=BOUNDS.get(k))
@@ -156,14 +163,14 @@ def run_cv(features, heads: dict, plan: SplitPlan, metric="accuracy", progress=F
     return CVResult(out, plan, list(features.class_names), metric, comparison)
 
 
-def _cv_fold(features, head, metric, split):
+def _cv_fold(features, head, metric, augmented, split):
     """``(scores incl. fit_time, confusion)`` of ``head`` on one ``(train, test)`` split."""
     X, y, K = features.X, features.y, len(features.class_names)
     tr, te = split
     Xtr, ytr = X[tr], y[tr]
     with sklearn.config_context(assume_finite=True):  # make_splits checked it
         t0 = time.perf_counter()
-        est = clone(head).fit(Xtr, ytr)
+        est = clone(head).fit(*training_rows(features, tr, augmented))
         fit_time = time.perf_counter() - t0
         scores, fold_cm = fold_scores(est, Xtr, ytr, X[te], y[te], K, metric=metric)
     return {**scores, "fit_time": fit_time}, fold_cm
@@ -196,7 +203,8 @@ class SplitComparison:
 def compare_random_grouped(data, heads="logreg", *, group_by="near-duplicates",
                            folds: int = 5, repeats: int = 1, seed: int = 0,
                            head_params: dict | None = None, metric: str = "accuracy",
-                           progress=False, n_jobs=-1) -> SplitComparison:
+                           progress=False, n_jobs=-1,
+                           augmented: bool = False) -> SplitComparison:
     """Cross-validate under random stratified splits and under grouped splits.
 
     When groups (e.g. near-duplicate frames) straddle random folds, the random
@@ -215,18 +223,21 @@ def compare_random_grouped(data, heads="logreg", *, group_by="near-duplicates",
     progress : bool or None
     n_jobs : int, default -1
         Threads running folds, as in :func:`cross_validate_heads`.
+    augmented : bool, default False
+        Train on clean rows plus their views (see :func:`cross_validate_heads`).
 
     Returns
     -------
     SplitComparison
     """
     check_n_jobs(n_jobs)
+    augmented = check_augmented(as_features(data), augmented)
     features, grouped_plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                                group_by=group_by, seed=seed,
                                                head_params=head_params, metric=metric)
     random_plan = make_splits(features, folds, repeats, None, seed)
-    grouped = run_cv(features, ests, grouped_plan, metric, progress, n_jobs)
-    random = run_cv(features, ests, random_plan, metric, progress, n_jobs)
+    grouped = run_cv(features, ests, grouped_plan, metric, progress, n_jobs, augmented)
+    random = run_cv(features, ests, random_plan, metric, progress, n_jobs, augmented)
     n = straddling_groups(random_plan.splits, grouped_plan.groups)
     best = grouped.best
     what = ("near-duplicate groups" if grouped_plan.group_by == "near-duplicates"

@@ -5,7 +5,7 @@ featcache heads), which is what makes a 5-fold x 10-value sweep take seconds.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -14,10 +14,11 @@ import sklearn
 from featcache.errors import FeatcacheError
 from featcache.evaluate._common import prepare_run
 from featcache.evaluate._heads import default_grid, fit_path, reg_param
+from featcache.evaluate.augmented import BOTH, check_augmented, training_rows, with_views
 from featcache.evaluate.cv import PairedRun, progress_bar
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
 from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
-from featcache.evaluate.splits import SplitPlan
+from featcache.evaluate.splits import SplitPlan, as_features
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.jsonout import jsonable
 
@@ -73,8 +74,13 @@ class SweepResult(PairedRun):
     """All heads' sweeps on shared splits; ``heads`` maps name -> HeadSweep.
 
     ``comparison`` tests the best head (at its best setting) against each
-    other head at its best setting.
+    other head at its best setting. With ``augmented="both"``, ``views``
+    maps name -> HeadSweep trained with views (same splits) and
+    ``views_tests`` name -> :func:`featcache.evaluate.augmented.views_test`.
     """
+
+    views: dict = field(default_factory=dict)
+    views_tests: dict = field(default_factory=dict)
 
     def best_confusion(self) -> np.ndarray:
         """Confusion matrix (summed over splits) of the best head at its best setting."""
@@ -89,13 +95,16 @@ class SweepResult(PairedRun):
                 "best_settings": {k: {"param": h.param, "value": h.best_value}
                                   for k, h in self.heads.items()},
                 "heads": {k: h.to_dict(n_tr, n_te) for k, h in self.heads.items()},
-                "comparison": jsonable(self.comparison)}
+                "comparison": jsonable(self.comparison),
+                **({"with_views": {"heads": {k: h.to_dict(n_tr, n_te)
+                                             for k, h in self.views.items()},
+                                   "tests": jsonable(self.views_tests)}} if self.views else {})}
 
 
 def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 5,
           repeats: int = 1, group_by=None, seed: int = 0, cv=None, param: str | None = None,
           head_params: dict | None = None, metric: str = "accuracy", progress=False,
-          plan: SplitPlan | None = None, n_jobs=-1):
+          plan: SplitPlan | None = None, n_jobs=-1, augmented=False):
     """Sweep each head's regularisation strength on one shared set of splits.
 
     Parameters
@@ -121,22 +130,34 @@ def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 
         Threads running folds, one BLAS thread each; -1 uses every core. Results
         equal ``n_jobs=1`` exactly (the Keras softmax head always runs its folds
         one after another).
+    augmented : False, True or "both"
+        True trains each fold on its clean rows plus their cached views and
+        validates on clean rows (:mod:`featcache.evaluate.augmented`);
+        ``"both"`` sweeps without and with views on the same splits and fills
+        ``views`` and ``views_tests``.
 
     Returns
     -------
     SweepResult
     """
     check_n_jobs(n_jobs)
+    augmented = check_augmented(as_features(data), augmented, both=True)
     features, plan, ests = prepare_run(data, heads, folds=folds, repeats=repeats,
                                        group_by=group_by, seed=seed, cv=cv,
                                        head_params=head_params, metric=metric, plan=plan)
     check_grid_names(grids, ests)
-    grid_of = {name: _grid(name, est, grids) for name, est in ests.items()}
+    if augmented == BOTH:
+        kw = dict(grids=grids, param=param, metric=metric, progress=progress, plan=plan,
+                  n_jobs=n_jobs)
+        return with_views(sweep(features, ests, augmented=False, **kw),
+                          sweep(features, ests, augmented=True, **kw))
+    check_param(param, ests)
+    grid_of = {name: _grid(name, est, grids, param) for name, est in ests.items()}
     out = {}
     with progress_bar(len(ests) * plan.n_splits, "sweep", progress) as bar:
         for name, est in ests.items():
             out[name] = _sweep_head(features, name, est, grid_of[name], plan, param, metric, bar,
-                                    n_jobs)
+                                    n_jobs, augmented)
     best_scores = {k: h.scores[metric][h.best_index] for k, h in out.items()}
     comparison = compare_to_best(best_scores, plan.n_train, plan.n_test)
     return SweepResult(out, plan, list(features.class_names), metric, comparison)
@@ -151,23 +172,35 @@ def check_grid_names(grids, heads) -> None:
                                  f"heads swept ({', '.join(heads)})")
 
 
-def _grid(name, est, grids):
+def check_param(param, heads) -> None:
+    """Raise FeatcacheError when a head swept has no parameter ``param``."""
+    if param is None:
+        return
+    for name, est in heads.items():
+        if param not in est.get_params():
+            raise FeatcacheError(f"param={param!r}: head {name!r} has no such parameter; "
+                                 f"sweep it alone (e.g. heads='softmax') or pick one of "
+                                 f"{', '.join(sorted(est.get_params(deep=False)))}")
+
+
+def _grid(name, est, grids, param=None):
     if grids is None:
-        return default_grid(est)
+        return default_grid(est, param)
     if isinstance(grids, dict):
-        return [float(v) for v in grids[name]] if name in grids else default_grid(est)
+        return ([float(v) for v in grids[name]] if name in grids
+                else default_grid(est, param))
     values = [float(v) for v in np.asarray(grids, dtype=float).ravel()]
     if not values or not all(np.isfinite(values)) or min(values) <= 0:
         raise FeatcacheError(f"--grid must be positive numbers, got {grids!r}")
     return values
 
 
-def _sweep_head(features, name, est, grid, plan, param, metric, bar, n_jobs=-1):
+def _sweep_head(features, name, est, grid, plan, param, metric, bar, n_jobs=-1, augmented=False):
     K = len(features.class_names)
     S, J = len(grid), plan.n_splits
     scores = {k: np.full((S, J), np.nan) for k in SWEEP_KEYS}
     cm = np.zeros((S, K, K), dtype=np.int64)
-    per_fold = map_folds(partial(_sweep_fold, features, est, grid, param, metric),
+    per_fold = map_folds(partial(_sweep_fold, features, est, grid, param, metric, augmented),
                          plan.splits, fold_jobs(est, n_jobs), bar)
     for j, folds in enumerate(per_fold):
         for s, (fold, fold_cm) in enumerate(folds):
@@ -179,11 +212,11 @@ def _sweep_head(features, name, est, grid, plan, param, metric, bar, n_jobs=-1):
                      getattr(est, "stronger_when_larger", None))
 
 
-def _sweep_fold(features, est, grid, param, metric, split):
+def _sweep_fold(features, est, grid, param, metric, augmented, split):
     """``[(scores, confusion)]`` of each grid value on one ``(train, test)`` split."""
     X, y, K = features.X, features.y, len(features.class_names)
     tr, te = split
     Xtr, ytr, Xte, yte = X[tr], y[tr], X[te], y[te]  # copy once per fold, not per model
     with sklearn.config_context(assume_finite=True):  # make_splits checked finiteness
-        models = fit_path(est, Xtr, ytr, grid, param)
+        models = fit_path(est, *training_rows(features, tr, augmented), grid, param)
         return [fold_scores(m, Xtr, ytr, Xte, yte, K, metric=metric) for m in models]

@@ -32,6 +32,10 @@ WEAK_CLASS_MARGIN = 0.10
 """Recall this far below the mean recall makes a class the one where errors concentrate."""
 IMBALANCE_RATIO = 1.5
 """Largest over smallest class count from which accuracy alone misleads."""
+VIEWS_MARGIN = 0.005
+"""Validation change from training on augmented views that counts (with ``VIEWS_P``) as real."""
+VIEWS_P = 0.05
+"""Corrected t-test p-value below which the with/without views difference is significant."""
 
 
 @dataclass(frozen=True)
@@ -232,8 +236,48 @@ def diagnosis_conclusion(numbers: dict) -> list:
     metric, leak, cur = numbers["metric"], numbers["leakage"], numbers["learning_curve"]
     out = leakage_sentences(leak, metric)
     out += regularisation_sentences(numbers["regularisation"], metric)
+    if "augmentation" in numbers:
+        out.append(augmentation_verdict(numbers["augmentation"], metric).sentence)
     out.append(learning_curve_verdict(cur["gain_per_doubling"], cur["final_gap"], metric,
                                       grouped=cur["grouped"]).sentence)
     out += [s for s in (weak_class_sentence(numbers["per_class"]),
                         imbalance_finding(numbers["class_balance"])) if s]
     return out
+
+
+def augmentation_verdict(test: dict, metric: str = "accuracy") -> Verdict:
+    """Does training on augmented views close the train-validation gap?
+
+    Parameters
+    ----------
+    test : dict
+        :func:`featcache.evaluate.augmented.views_test`: ``without`` and
+        ``with`` (``mean``, ``gap`` at each run's best setting; the gap is on
+        clean training rows) and the corrected ``p_value`` of with minus without.
+    metric : str
+
+    Returns
+    -------
+    Verdict with kind ``"closes"`` (the gap was above ``GAP_MODERATE`` and
+    is no longer, validation not lower by ``VIEWS_MARGIN``), ``"narrows"``
+    (gap down by ``GAP_NARROWS`` or more, validation not lower), ``"helps"`` /
+    ``"hurts"`` (validation up / down by ``VIEWS_MARGIN`` or more with
+    p < ``VIEWS_P``), else ``"no_effect"``.
+    """
+    a, b, p = test["without"], test["with"], test["p_value"]
+    d = b["mean"] - a["mean"]
+    sig = bool(np.isfinite(p) and p < VIEWS_P)
+    nums = (f"validation {metric} {a['mean']:.3f} -> {b['mean']:.3f} ({d:+.3f}, p = {p:.3g}), "
+            f"train-validation gap {a['gap']:.3f} -> {b['gap']:.3f}")
+    if a["gap"] > GAP_MODERATE >= b["gap"] and d > -VIEWS_MARGIN:
+        return Verdict("closes", f"Training on augmented views closes the gap: {nums}.")
+    if a["gap"] - b["gap"] >= GAP_NARROWS and d > -VIEWS_MARGIN:
+        return Verdict("narrows", f"Augmented views narrow the gap but do not close it: {nums}.")
+    if d >= VIEWS_MARGIN and sig:
+        return Verdict("helps", f"Augmented views raise validation {metric} without closing "
+                                f"the gap: {nums}.")
+    if d <= -VIEWS_MARGIN and sig:
+        return Verdict("hurts", f"Augmented views lower validation {metric}: {nums}; the "
+                                "augmentation may be too strong for these classes (try a "
+                                "milder --augment).")
+    return Verdict("no_effect", f"Augmented views make no clear difference: {nums}.")

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from featcache.errors import FeatcacheError
+from featcache.evaluate.augmented import check_augmented, training_rows
 from featcache.features import Features
 
 
@@ -67,18 +68,21 @@ def _head_params(head_name: str, class_weight, final: bool) -> dict:
     return params
 
 
-def _load(cache, backbone) -> Features:
+def _load(cache, backbone, augmented=False) -> Features:
     if isinstance(cache, Features):
         return cache
     from featcache.cache import load_features
+    if augmented:
+        return load_features(cache, backbone=backbone, views=True)
     return load_features(cache, backbone=backbone)
 
 
-def _auto(features, head_name, grid, folds, group_by, seed, metric, params, nested, progress):
+def _auto(features, head_name, grid, folds, group_by, seed, metric, params, nested, progress,
+          augmented=False):
     from featcache.evaluate import sweep
     try:
         res = sweep(features, head_name, grids=grid, folds=folds, group_by=group_by, seed=seed,
-                    metric=metric, head_params=params, progress=progress)
+                    metric=metric, head_params=params, progress=progress, augmented=augmented)
     except FeatcacheError as exc:
         raise FeatcacheError(f"C='auto' cannot cross-validate this cache: {exc}; or pass an "
                              "explicit C (--C VALUE) to train without CV") from None
@@ -99,7 +103,7 @@ def _auto(features, head_name, grid, folds, group_by, seed, metric, params, nest
 def train(cache, head: str = "logreg", C="auto", *, backbone: str | None = None, grid=None,
           folds: int = 5, group_by=None, seed: int = 0, metric: str = "accuracy",
           class_weight: str | None = None, nested: bool = False,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, augmented: bool = False) -> TrainResult:
     """Fit ``head`` on every row of a cache, with its setting chosen by cross-validation.
 
     Parameters
@@ -121,6 +125,9 @@ def train(cache, head: str = "logreg", C="auto", *, backbone: str | None = None,
     nested : bool
         Also estimate the whole procedure (tuning included) by nested CV.
     progress : bool
+    augmented : bool, default False
+        Fit (and cross-validate ``C="auto"``) on every clean row plus its cached
+        augmented views (see :mod:`featcache.evaluate.augmented`).
 
     Returns
     -------
@@ -130,12 +137,16 @@ def train(cache, head: str = "logreg", C="auto", *, backbone: str | None = None,
     from featcache.heads import HEADS, get_head
     if head not in HEADS:
         raise FeatcacheError(f"unknown head {head!r}; choose one of {', '.join(sorted(HEADS))}")
-    features = _load(cache, backbone)
     if isinstance(C, str) and C != "auto":
         raise FeatcacheError(f"C must be a positive number or 'auto', got {C!r}")
+    if nested and augmented:
+        raise FeatcacheError("nested=True does not take augmented=True yet; estimate with "
+                             "augmented=True alone, or nested=True on the clean rows")
+    features = _load(cache, backbone, augmented)
+    augmented = check_augmented(features, augmented)
     if C == "auto":
         choice = _auto(features, head, grid, folds, group_by, seed, metric,
-                       _head_params(head, class_weight, False), nested, progress)
+                       _head_params(head, class_weight, False), nested, progress, augmented)
     else:
         if nested:
             raise FeatcacheError("nested=True estimates the tuning of C='auto'; "
@@ -146,5 +157,5 @@ def train(cache, head: str = "logreg", C="auto", *, backbone: str | None = None,
     params["seed" if head == "softmax" else "random_state"] = seed
     if head == "logreg":
         params.pop("random_state")
-    est = get_head(head, **params).fit(features.X, features.y)
+    est = get_head(head, **params).fit(*training_rows(features, slice(None), augmented))
     return TrainResult(est, head, choice, features, class_weight)

@@ -76,6 +76,7 @@ def _sections(diag, p: dict) -> list:
                   [[f"{r['value']:.3g}", fmt(r["train"]), fmt(r["val"]), fmt(r["gap"])]
                    for r in reg["settings"]])],
                 [p["regularisation"]]),
+        *_views_section(n.get("augmentation"), m),
         Section("Learning curve: would more data help?",
                 [f"Validation change per doubling of the training set (tail of the curve): "
                  f"{cur['gain_per_doubling']:+.4f}; train minus validation at the largest "
@@ -90,6 +91,23 @@ def _sections(diag, p: dict) -> list:
                   [[r["class"], r["support"], fmt(r["recall"]), r["confused_with"] or "-"]
                    for r in pc["classes"]])], [p["confusion"]]),
     ]
+
+
+def _views_section(aug, m) -> list:
+    """The "augmented views" section (none without ``--augmented``)."""
+    from featcache.evaluate.verdicts import augmentation_verdict
+    from featcache.report.html import Section
+    if aug is None:
+        return []
+    rows = [[label, f"{r['value']:.3g}", fmt(r["mean"]), fmt(r["train"]), fmt(r["gap"])]
+            for label, r in (("without views", aug["without"]), ("with views", aug["with"]))]
+    return [Section("Does training on augmented views close the gap?",
+                    [augmentation_verdict(aug, m).sentence,
+                     f"Each at its best {aug['param']} on the same splits; train {m} on clean "
+                     f"training images; corrected t-test p = {aug['p_value']:.3g}. The "
+                     "regularisation plot above shows both paths (dashed: with views)."],
+                    [(["training rows", aug["param"], f"validation {m}", f"train {m}", "gap"],
+                      rows)], [])]
 
 
 LEAK_LABELS = [

@@ -13,14 +13,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 _TRAIN, _VAL = "tab:orange", "tab:blue"
+_TRAIN_VIEWS, _VAL_VIEWS = "tab:red", "tab:green"
 
 
-def _band(ax, x, rows, color, label):
+def _band(ax, x, rows, color, label, style="o-"):
     """Mean line of ``rows`` (n_points, n_splits) with a ± std band."""
     rows = np.asarray(rows, dtype=float)
     mean = np.nanmean(rows, axis=1)
     std = np.nanstd(rows, axis=1, ddof=1) if rows.shape[1] > 1 else np.zeros_like(mean)
-    ax.plot(x, mean, "o-", color=color, label=label, ms=3)
+    ax.plot(x, mean, style, color=color, label=label, ms=3)
     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
 
 
@@ -34,6 +35,9 @@ def _save(fig, path) -> Path:
 def plot_regularisation_path(result, path) -> Path:
     """Train and validation score against regularisation strength, one panel per head.
 
+    With ``sweep(..., augmented="both")`` each panel also shows the paths
+    trained with augmented views (dashed; train score on clean rows).
+
     Parameters
     ----------
     result : featcache.evaluate.SweepResult
@@ -44,6 +48,7 @@ def plot_regularisation_path(result, path) -> Path:
     Path of the written PNG.
     """
     heads = list(result.heads.values())
+    views = getattr(result, "views", {})
     fig = Figure(figsize=(4.2 * len(heads), 3.6), layout="constrained")
     axes = fig.subplots(1, len(heads), squeeze=False)[0]
     for ax, h in zip(axes, heads):
@@ -51,6 +56,14 @@ def plot_regularisation_path(result, path) -> Path:
         order = np.argsort(x)
         _band(ax, x[order], h.scores["train_score"][order], _TRAIN, f"train {result.metric}")
         _band(ax, x[order], h.scores[result.metric][order], _VAL, f"validation {result.metric}")
+        if h.name in views:
+            w = views[h.name]
+            _band(ax, x[order], w.scores["train_score"][order], _TRAIN_VIEWS,
+                  "train, with views", "s--")
+            _band(ax, x[order], w.scores[result.metric][order], _VAL_VIEWS,
+                  "validation, with views", "s--")
+            ax.axvline(w.best_value, color=_VAL_VIEWS, ls=":", lw=1,
+                       label=f"best with views {w.param}={w.best_value:.3g}")
         ax.axvline(h.best_value, color="grey", ls=":", lw=1,
                    label=f"best {h.param}={h.best_value:.3g}")
         ax.set_xscale("log")

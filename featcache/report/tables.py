@@ -89,19 +89,40 @@ def format_sweep(result) -> str:
     m = result.metric
     n_tr, n_te = result.plan.n_train, result.plan.n_test
     lines = [f"splits: {result.plan.description}"]
+    views = getattr(result, "views", {})
     for name, h in result.heads.items():
         val, train = h.summary(m, n_tr, n_te), h.summary("train_score")
         gap, loss = h.summary("gap"), h.summary("log_loss")
         rows = [[("* " if s == h.best_index else "  ") + f"{v:.4g}", pm(val[s]), pm(train[s]),
                  pm(gap[s]), pm(loss[s])] for s, v in enumerate(h.grid)]
-        lines += ["", f"{name} ({h.param})",
-                  render([h.param, m, f"train {m}", "gap", "log-loss"], rows)]
+        header = [h.param, m, f"train {m}", "gap", "log-loss"]
+        if name in views:
+            w = views[name]
+            header += [f"{m} with views", "gap with views"]
+            for s, row in enumerate(rows):
+                row += [("* " if s == w.best_index else "") + pm(w.summary(m)[s]),
+                        pm(w.summary("gap")[s])]
+        lines += ["", f"{name} ({h.param})", render(header, rows)]
     lines.append("")
     lines.append("best setting per head: " + ", ".join(
         f"{k} {h.param}={h.best_value:.4g} ({pm(h.summary(m)[h.best_index])})"
         for k, h in result.heads.items()))
     lines += format_tests(result.comparison, m)
+    lines += format_views_tests(getattr(result, "views_tests", {}), m)
     return "\n".join(lines)
+
+
+def format_views_tests(tests: dict, metric: str) -> list:
+    """Per head: best with views vs best without (corrected t-test) and the verdict."""
+    from featcache.evaluate.verdicts import augmentation_verdict
+    if not tests:
+        return []
+    out = ["with vs without augmented views (each at its best setting, same splits; train "
+           "score on clean rows):"]
+    for name, t in tests.items():
+        out.append(f"  {name} ({t['param']}={t['without']['value']:.3g} without, "
+                   f"{t['with']['value']:.3g} with): {augmentation_verdict(t, metric).sentence}")
+    return out
 
 
 def format_curve(result) -> str:
