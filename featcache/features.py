@@ -20,6 +20,9 @@ class Features:
     sha256 : ndarray of shape (n,), str, hex digest of each file's bytes.
     backbone : str, the cache entry these rows came from.
     spec : dict, the backbone spec as stored in the cache.
+    views : None or ndarray of shape (n, K, d), float32
+        Cached augmented views: ``views[i, k]`` is view ``k`` of image ``i``,
+        aligned row for row with ``X`` (None when none were loaded).
     """
 
     X: np.ndarray
@@ -29,6 +32,7 @@ class Features:
     sha256: np.ndarray
     backbone: str = ""
     spec: dict = field(default_factory=dict)
+    views: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -37,4 +41,5 @@ class Features:
         """Rows ``index`` (a mask or integer array) as a new Features."""
         return Features(self.X[index], self.y[index], self.paths[index],
                         list(self.class_names), self.sha256[index],
-                        self.backbone, dict(self.spec))
+                        self.backbone, dict(self.spec),
+                        None if self.views is None else self.views[index])
