@@ -92,36 +92,37 @@ def _old_view_rows(cache_path: Path, key: str, vkey: str):
         return rows.ok_rows(), len(rows.damaged)
 
 
-def _expander(req: ViewRequest, sha: list, need_clean, size: int):
+def _expander(req: ViewRequest, sha: list, need, size: int):
     """tf.data map: decoded image, row -> (clean + K views, masked to what the row needs)."""
     import tensorflow as tf
     k = req.views
-    seeds = tf.constant(np.stack([view_seeds(s, k, req.seed) for s in sha]) if sha else
-                        np.zeros((0, k, 2), np.int64))
-    keep_clean = tf.constant(np.asarray(need_clean, bool))
+    seeds = tf.constant(np.stack([view_seeds(s, k, req.seed) for s in sha]))
+    need = tf.constant(np.asarray(need, bool).reshape(-1, 2))  # (clean, views) per row
 
     def expand(img, i):
         clean = tf.image.resize(img, (size, size), method="bilinear")
         views = [augment_image(img, req.augment, seeds[i, j], size) for j in range(k)]
         images = tf.stack([clean, *views])
-        keep = tf.concat([keep_clean[i][None], tf.ones([k], tf.bool)], 0)
+        keep = tf.concat([need[i, :1], tf.repeat(need[i, 1:], k)], 0)
         which = tf.range(-1, k, dtype=tf.int32)  # -1: the clean image, else the view index
         return (tf.boolean_mask(images, keep), tf.boolean_mask(tf.fill([k + 1], i), keep),
                 tf.boolean_mask(which, keep))
     return expand
 
 
-def run_views(backbone, todo, need_clean, vrun: ViewRun, journal: Journal, batch_size: int,
+def run_views(backbone, todo, need, vrun: ViewRun, journal: Journal, batch_size: int,
               bar) -> int:
-    """Embed clean rows (where ``need_clean``) and K views of every ``todo`` image.
+    """Embed the clean row and/or the K views of each ``todo`` image, as ``need`` says.
+
+    ``need`` holds a (clean, views) pair of bools per image.
 
     Writes each batch's finished images to the two journals; returns how many
     images failed to decode (recorded in the entry's journal).
     """
     sha = [f.sha256 for f in todo]
     ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo], backbone.spec.input_size,
-                       batch_size, expand=_expander(vrun.req, sha, need_clean, backbone.spec.input_size))
-    acc = _Accumulator(todo, need_clean, vrun.req.views, backbone.spec.feature_dim)
+                       batch_size, expand=_expander(vrun.req, sha, need, backbone.spec.input_size))
+    acc = _Accumulator(todo, need, vrun.req.views, backbone.spec.feature_dim)
     for images, owner, which in ds:
         acc.add(backbone.fn(images).numpy(), owner.numpy(), which.numpy())
         bar.update(acc.flush(journal, vrun, last=False))
@@ -132,8 +133,8 @@ def run_views(backbone, todo, need_clean, vrun: ViewRun, journal: Journal, batch
 class _Accumulator:
     """Collects an image's clean row and views across batches until it is whole."""
 
-    def __init__(self, todo, need_clean, k: int, d: int):
-        self.todo, self.need_clean, self.k, self.d = todo, need_clean, k, d
+    def __init__(self, todo, need, k: int, d: int):
+        self.todo, self.need, self.k, self.d = todo, need, k, d
         self.parts: dict = {}   # row -> {view index: features}
         self.next = 0           # rows below this are written or failed
         self.failed = 0
@@ -145,7 +146,8 @@ class _Accumulator:
 
     def flush(self, journal: Journal, vrun: ViewRun, last: bool) -> int:
         stop = len(self.todo) if last else getattr(self, "top", 0)
-        if not last and len(self.parts.get(stop, ())) == self.k + self.need_clean[stop]:
+        clean, views = self.need[stop] if stop < len(self.need) else (0, 0)
+        if not last and len(self.parts.get(stop, ())) == clean + self.k * views:
             stop += 1  # the newest row happens to be whole already
         rows = range(self.next, stop)
         if not rows:
@@ -153,11 +155,12 @@ class _Accumulator:
         done = [i for i in rows if i in self.parts]
         failures = [(self.todo[i].rel, self.todo[i].sha256, explain_failure(self.todo[i].path))
                     for i in rows if i not in self.parts]
-        clean = [i for i in done if self.need_clean[i]]
-        if done:  # views first: a kill between the two writes re-embeds only a clean row
-            V = np.stack([[self.parts[i][j] for j in range(self.k)] for i in done])
-            vrun.journal.write(V.reshape(len(done), -1), *self._ids(done))
-            vrun.embedded += len(done)
+        clean = [i for i in done if self.need[i][0]]
+        views = [i for i in done if self.need[i][1]]
+        if views:  # views first: a kill between the two writes re-embeds only a clean row
+            V = np.stack([[self.parts[i][j] for j in range(self.k)] for i in views])
+            vrun.journal.write(V.reshape(len(views), -1), *self._ids(views))
+            vrun.embedded += len(views)
         if clean or failures:
             X = np.stack([self.parts[i][-1] for i in clean]) if clean else np.zeros((0, self.d))
             journal.write(X, *self._ids(clean), failures)

@@ -97,14 +97,14 @@ def _read_rows(cache_path: Path, key: str, group) -> EntryRows:
 
 
 def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: bool,
-         vrun: ViewRun | None = None, need_clean=None) -> int:
+         vrun: ViewRun | None = None, need=None) -> int:
     """Embed ``todo`` batch by batch into the journal(s); returns how many failed."""
     if not todo:
         return 0
     with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}",
               disable=not progress, dynamic_ncols=True) as bar:  # closed on error too
         if vrun is not None:
-            return run_views(backbone, todo, need_clean, vrun, journal, batch_size, bar)
+            return run_views(backbone, todo, need, vrun, journal, batch_size, bar)
         ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
                            backbone.spec.input_size, batch_size)
         return _run_batches(backbone, ds, todo, journal, bar)
@@ -174,16 +174,17 @@ def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
 
 
 def _plan(scan: Scan, skip: set, failed: set, vrun: ViewRun | None):
-    """Images to run and, with views, whether each needs its clean row too."""
+    """Images to run and, with views, whether each needs its (clean row, views)."""
     if vrun is None:
         return [f for f in scan.files if (f.rel, f.sha256) not in skip], None
-    todo, need_clean = [], []
+    todo, need = [], []
     for f in scan.files:
         row = (f.rel, f.sha256)
-        if row not in skip or (row not in failed and vrun.needs(row)):
+        clean, views = row not in skip, row not in failed and vrun.needs(row)
+        if clean or views:
             todo.append(f)
-            need_clean.append(row not in skip)
-    return todo, need_clean
+            need.append((clean, views))
+    return todo, need
 
 
 def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = None,
@@ -251,10 +252,10 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         done, journal_failures = journal.done()
         failed = {(p, s) for p, s, _ in old.failures + journal_failures}
         vrun = ViewRun(real, key, bb.fingerprint, req) if req else None
-        todo, need_clean = _plan(scan, old.rows | done | failed, failed, vrun)
+        todo, need = _plan(scan, old.rows | done | failed, failed, vrun)
         resumed = bool(done or journal_failures)
         t0 = time.perf_counter()
-        n_failed = _run(bb, todo, journal, batch_size, progress, vrun, need_clean)
+        n_failed = _run(bb, todo, journal, batch_size, progress, vrun, need)
         run_seconds = time.perf_counter() - t0
         current = scan.rows | scan.unseen(old.rows)  # an unlistable folder's rows are kept
         removed = len(old.rows - current)
@@ -268,7 +269,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         journal.clear()
         if vrun:
             vrun.journal.clear()
-    n_clean = len(todo) if need_clean is None else sum(need_clean)
+    n_clean = len(todo) if need is None else sum(clean for clean, _ in need)
     cached = sum(row in old.rows or row in done for row in scan.rows)
     return EmbedSummary(str(cache_path), key, n_clean - n_failed, cached,
                         len(scan.files) - cached - (n_clean - n_failed) + len(scan.failures),

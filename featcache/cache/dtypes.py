@@ -38,6 +38,27 @@ def entry_dtype(existing: str | None, asked: str | None, where: str) -> str:
     return existing
 
 
+def to_stored(X, dtype) -> np.ndarray:
+    """Features cast to the stored precision; float16 that would lose them is refused.
+
+    Values beyond float16's range would become inf, and values below its
+    smallest normal number (6.1e-5, e.g. from random-weight backbones) lose
+    most of their digits or become 0: both are wrong numbers, never written.
+    """
+    X = np.asarray(X)
+    if np.dtype(dtype) != np.float16 or X.dtype == np.float16:
+        return X.astype(dtype, copy=False)
+    info = np.finfo(np.float16)
+    big = np.abs(X[np.isfinite(X)]).max(initial=0.0)
+    tiny = np.count_nonzero((X != 0) & (np.abs(X) < info.smallest_normal))
+    if big > info.max or tiny > 0.01 * max(1, np.count_nonzero(X)):
+        raise FeatcacheError(
+            f"these features do not fit float16 (largest {big:.3g}, {tiny} of {X.size} values "
+            f"below {info.smallest_normal:.2g}); nothing was written: re-run with dtype='float32' "
+            "(the embedded batches are kept and not embedded again)")
+    return X.astype(np.float16)
+
+
 def as_read_dtype(X: np.ndarray, dtype=None) -> np.ndarray:
     """Features as readers want them: float32 unless ``dtype`` asks for another float type."""
     name = "float32" if dtype is None else _name(dtype)

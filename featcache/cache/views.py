@@ -91,6 +91,10 @@ def pick_views(entry: h5py.Group, views, where: str) -> str:
     named = [k for k, g in groups.items() if str(g.attrs["augment"]) == str(views)]
     if len(named) == 1:
         return named[0]
+    if named:
+        raise FeatcacheError(f"{where} has {len(named)} views groups with augment {views!r} "
+                             f"({', '.join(describe_keys({k: groups[k] for k in named}))}): "
+                             "pass views=<key>")
     raise FeatcacheError(f"{where} has no views {views!r}; it holds: "
                          f"{', '.join(describe_keys(groups))}")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from featcache.cache.dtypes import to_stored
 from featcache.cache.layout import (BLOCK_ROWS, ROOT, SCHEMA_VERSION, STR, entry_key,
                                     real_cache_path, row_checksums, sibling)
 from featcache.cache.read import open_read
@@ -128,7 +129,7 @@ class EntryWriter:
             labels = [self.label_of[p.split("/", 1)[0]] for p in paths]
         paths, sha = [str(p) for p in paths], [str(s) for s in sha]
         labels = np.asarray(labels, dtype=np.int32)
-        X = np.asarray(X).astype(self.g["features"].dtype, copy=False)  # checksum what is stored
+        X = to_stored(X, self.g["features"].dtype)  # the checksum covers what is stored
         end = self.n + m
         for name, values in (("features", X), ("paths", paths),
                              ("sha256", np.asarray(sha, dtype="S64")), ("labels", labels),
