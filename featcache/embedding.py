@@ -173,6 +173,15 @@ def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
     return [(p, s, r) for (p, s), r in sorted(kept.items())]
 
 
+def _changed(old: _Old, scan: Scan, vrun: ViewRun | None) -> bool:
+    """Whether the committed entry differs from what this run would write (no rows aside)."""
+    old_fail = {(p, s): r for p, s, r in old.failures}
+    return not (old.class_names == scan.class_names and old.data_dir == str(scan.root)
+                and old.checked and not old.damaged
+                and _target_failures(old_fail, scan) == sorted(old.failures)
+                and not (vrun and vrun.changed))
+
+
 def _plan(scan: Scan, skip: set, failed: set, vrun: ViewRun | None):
     """Images to run and, with views, whether each needs its (clean row, views)."""
     if vrun is None:
@@ -259,12 +268,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         run_seconds = time.perf_counter() - t0
         current = scan.rows | scan.unseen(old.rows)  # an unlistable folder's rows are kept
         removed = len(old.rows - current)
-        old_fail = {(p, s): r for p, s, r in old.failures}
-        unchanged = (not todo and not resumed and not removed and old.class_names == scan.class_names
-                     and old.data_dir == str(scan.root) and old.checked and not old.damaged
-                     and _target_failures(old_fail, scan) == sorted(old.failures)
-                     and not (vrun and vrun.changed))
-        if not unchanged:
+        if todo or resumed or removed or _changed(old, scan, vrun):
             _commit(real, key, bb, scan, journal, current, old.damaged, store, vrun)
         journal.clear()
         if vrun:
