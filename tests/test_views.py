@@ -167,6 +167,26 @@ def test_undecodable_image_fails_once_and_others_get_views(tmp_path, tiny):
     assert not calls  # a known failure is not retried for its views either
 
 
+def test_failed_commit_loses_nothing_and_rerun_embeds_no_view_again(tmp_path, tiny, monkeypatch):
+    import featcache.embedding as embedding
+    data, cache = tmp_path / "data", tmp_path / "c.h5"
+    write_images(data, {"a": 3, "b": 3})
+    featcache.embed(data, cache, backbone=tiny, progress=False)
+    before = cache.read_bytes()
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(embedding, "commit_views", disk_full)
+    with pytest.raises(FeatcacheError, match="no space left on .*nothing lost"):
+        featcache.embed(data, cache, backbone=tiny, views=2, batch_size=2, progress=False)
+    assert cache.read_bytes() == before
+    monkeypatch.undo()
+    bb, calls = counting(tiny)
+    s = featcache.embed(data, cache, backbone=bb, views=2, progress=False)
+    assert not calls and s.views_embedded == 0  # every view came from the kept journal
+    assert featcache.load_features(cache, views=True).views.shape[:2] == (6, 2)
+
+
 @pytest.mark.parametrize("spec, message", [
     ("foo", "unknown augmentation op 'foo'"),
     ("flip,warp=2", "unknown augmentation op 'warp'"),
