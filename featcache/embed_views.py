@@ -137,6 +137,7 @@ class _Accumulator:
         self.todo, self.need, self.k, self.d = todo, need, k, d
         self.parts: dict = {}   # row -> {view index: features}
         self.next = 0           # rows below this are written or failed
+        self.top = 0            # the newest row seen
         self.failed = 0
 
     def add(self, feats, owner, which) -> None:
@@ -145,7 +146,7 @@ class _Accumulator:
         self.top = int(owner[-1])  # the stream is ordered: rows below it are complete
 
     def flush(self, journal: Journal, vrun: ViewRun, last: bool) -> int:
-        stop = len(self.todo) if last else getattr(self, "top", 0)
+        stop = len(self.todo) if last else self.top
         clean, views = self.need[stop] if stop < len(self.need) else (0, 0)
         if not last and len(self.parts.get(stop, ())) == clean + self.k * views:
             stop += 1  # the newest row happens to be whole already
