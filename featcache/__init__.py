@@ -13,6 +13,8 @@ _EXPORTS = {
     "Features": "featcache.features",
     "embed": "featcache.embedding",
     "load_features": "featcache.cache",
+    "load_views": "featcache.cache.views",
+    "Views": "featcache.cache.views",
     "cache_info": "featcache.cache",
     "get_backbone": "featcache.backbones",
     "list_backbones": "featcache.registry",

@@ -44,11 +44,15 @@ def explain_failure(path: str) -> str:
     return "TensorFlow's decoder rejected it (PIL can read it: re-save it as PNG or JPEG)"
 
 
-def image_dataset(paths, use_pil, size: int, batch_size: int):
+def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None):
     """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
 
     Undecodable files are dropped from the stream; callers find them as gaps in
-    the row indices (see :func:`featcache.embedding.embed`).
+    the row indices (see :func:`featcache.embedding.embed`). ``expand``, if
+    given, maps ``(decoded uint8 image, row index)`` to a tuple whose first
+    item stacks several images (m, size, size, 3); the stream is then unbatched,
+    so batches hold images of several rows (augmented views, see
+    :mod:`featcache.augment`).
     """
     import tensorflow as tf
 
@@ -62,8 +66,12 @@ def image_dataset(paths, use_pil, size: int, batch_size: int):
 
     def load(path, pil, i):
         img = tf.cond(pil, lambda: pil_decode(path), lambda: tf_decode(path))
+        if expand is not None:
+            return expand(img, i)
         return tf.image.resize(img, (size, size), method="bilinear"), i
 
     ds = tf.data.Dataset.from_tensor_slices((list(paths), list(use_pil), np.arange(len(paths))))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    if expand is not None:
+        ds = ds.unbatch()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from featcache.backbones import Backbone, resolve_backbone
+from featcache.cache.dtypes import entry_dtype, storage_dtype
 from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
 from featcache.cache.read import (EntryRows, damage_message, open_read, read_entry, read_failures,
                                   read_paths, reading)
@@ -18,6 +19,7 @@ from featcache.dataset import Scan, scan_folder
 from featcache.errors import FeatcacheError
 from featcache.journal import Journal, writer_lock
 from featcache.decode import explain_failure, image_dataset
+from featcache.embed_views import ViewRun, commit_views, run_views, view_request
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class EmbedSummary:
     embed_seconds: float = 0.0  # the backbone pass alone
     healed: int = 0    # cached rows that failed their checksum, dropped and embedded again
     discarded: tuple = ()  # damaged journal segments of an interrupted run, embedded again
+    view_key: str = ""     # the views group this call extended ("" without views=)
+    views_embedded: int = 0  # images whose K views were embedded in this call
 
     @property
     def images_per_second(self) -> float:
@@ -44,8 +48,11 @@ class EmbedSummary:
         healed = f", healed {self.healed}" if self.healed else ""
         journal = (f" (discarded {len(self.discarded)} damaged journal segment(s); their images "
                    "were embedded again)" if self.discarded else "")
+        views = (f", views {self.view_key} embedded for {self.views_embedded} image(s)"
+                 if self.view_key else "")
         return (f"{self.key}: embedded {self.embedded}{rate}, already cached {self.cached}, "
-                f"failed {self.failed}, removed {self.removed}{healed} -> {self.cache_path}{journal}")
+                f"failed {self.failed}, removed {self.removed}{healed}{views} -> "
+                f"{self.cache_path}{journal}")
 
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,7 @@ class _Old:
     data_dir: str = ""
     damaged: list = field(default_factory=list)  # row indices that failed verification
     checked: bool = True  # False: a schema-1 entry, rewritten to gain checksums
+    dtype: str | None = None  # stored feature precision; None for a new entry
 
 
 def _read_old(cache_path: Path, key: str) -> _Old:
@@ -73,7 +81,7 @@ def _read_old(cache_path: Path, key: str) -> _Old:
         g = f[ROOT][key]
         rows = _read_rows(cache_path, key, g)
         return _Old(rows.ok_rows(), read_failures(g), json.loads(g.attrs["class_names"]),
-                    str(g.attrs["data_dir"]), rows.damaged, rows.checked)
+                    str(g.attrs["data_dir"]), rows.damaged, rows.checked, str(g["features"].dtype))
 
 
 def _read_rows(cache_path: Path, key: str, group) -> EntryRows:
@@ -88,14 +96,17 @@ def _read_rows(cache_path: Path, key: str, group) -> EntryRows:
     return rows
 
 
-def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: bool) -> int:
-    """Embed ``todo`` batch by batch into the journal; returns how many failed."""
+def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: bool,
+         vrun: ViewRun | None = None, need=None) -> int:
+    """Embed ``todo`` batch by batch into the journal(s); returns how many failed."""
     if not todo:
         return 0
-    ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
-                       backbone.spec.input_size, batch_size)
     with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}",
               disable=not progress, dynamic_ncols=True) as bar:  # closed on error too
+        if vrun is not None:
+            return run_views(backbone, todo, need, vrun, journal, batch_size, bar)
+        ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
+                           backbone.spec.input_size, batch_size)
         return _run_batches(backbone, ds, todo, journal, bar)
 
 
@@ -118,12 +129,14 @@ def _run_batches(backbone: Backbone, ds, todo, journal: Journal, bar) -> int:
 
 
 def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal: Journal,
-            current: frozenset, damaged=(), seconds_per_image=None) -> None:
+            current: frozenset, damaged=(), dtype: str = "float32",
+            vrun: ViewRun | None = None, seconds_per_image=None) -> None:
     """Merge kept old rows and the journal into a fresh file that replaces the cache.
 
     Rows not in ``current`` and old rows listed in ``damaged`` (failed verification)
-    are left out. ``seconds_per_image`` (decode + backbone pass of this call; None
-    when it embedded nothing, then the old value is kept) becomes an entry attribute.
+    are left out, and so are their views. ``seconds_per_image`` (decode + backbone
+    pass of this call; None when it embedded no clean rows alone, then the old value
+    is kept) becomes an entry attribute.
     """
     written, failures = set(), {}
 
@@ -136,7 +149,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
         entry_attrs(g, spec=backbone.spec.to_dict(), fingerprint=backbone.fingerprint,
                     class_names=scan.class_names, data_dir=scan.root,
                     feature_dim=backbone.spec.feature_dim)
-        w = EntryWriter(g, backbone.spec.feature_dim, scan.class_names)
+        w = EntryWriter(g, backbone.spec.feature_dim, scan.class_names, dtype=dtype)
         if cache_path.exists():
             with open_read(cache_path) as f:
                 if key in f.get(ROOT, {}):
@@ -154,6 +167,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
             add(w, X, paths, sha)
             failures.update({(p, s): r for p, s, r in fails})
         write_failures(g, _target_failures(failures, scan, written))
+        commit_views(cache_path, key, g, written, scan.class_names, dtype, vrun)
         if seconds_per_image is not None:
             g.attrs["seconds_per_image"] = float(seconds_per_image)
 
@@ -165,9 +179,33 @@ def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
     return [(p, s, r) for (p, s), r in sorted(kept.items())]
 
 
+def _changed(old: _Old, scan: Scan, vrun: ViewRun | None) -> bool:
+    """Whether the committed entry differs from what this run would write (no rows aside)."""
+    old_fail = {(p, s): r for p, s, r in old.failures}
+    return not (old.class_names == scan.class_names and old.data_dir == str(scan.root)
+                and old.checked and not old.damaged
+                and _target_failures(old_fail, scan) == sorted(old.failures)
+                and not (vrun and vrun.changed))
+
+
+def _plan(scan: Scan, skip: set, failed: set, vrun: ViewRun | None):
+    """Images to run and, with views, whether each needs its (clean row, views)."""
+    if vrun is None:
+        return [f for f in scan.files if (f.rel, f.sha256) not in skip], None
+    todo, need = [], []
+    for f in scan.files:
+        row = (f.rel, f.sha256)
+        clean, views = row not in skip, row not in failed and vrun.needs(row)
+        if clean or views:
+            todo.append(f)
+            need.append((clean, views))
+    return todo, need
+
+
 def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = None,
           batch_size: int = 64, image_size: int | None = None, seed: int = 0,
-          progress: bool = True) -> EmbedSummary:
+          progress: bool = True, views: int | None = None, augment: str | None = None,
+          dtype: str | None = None) -> EmbedSummary:
     """Embed every image under ``data_dir`` once and store the features in ``cache_path``.
 
     Re-running is cheap: images already cached (same relative path and sha256)
@@ -191,9 +229,19 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     image_size : int, optional
         Input side for hub modules (default 224).
     seed : int
-        Seed for random weights.
+        Seed for random weights, and for the augmented views.
     progress : bool
         Show progress bars on stderr.
+    views : int, optional
+        Also embed this many seeded augmented views of every image (K >= 1),
+        stored with the entry (see :func:`featcache.load_views`). Clean rows
+        already cached are reused.
+    augment : str, optional
+        The augmentation spec of the views, e.g. ``"flip,crop=0.8,rotate=10,color=0.2,blur"``
+        (see :mod:`featcache.augment`); default ``"flip,crop=0.8,color=0.2"``.
+    dtype : str, optional
+        Stored precision, ``"float32"`` or ``"float16"`` (half the size). Default:
+        the entry's own, float32 for a new entry; a different one is refused.
 
     Returns
     -------
@@ -207,6 +255,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         raise FeatcacheError(f"output {cache_path} is a directory; give a file name like cache.h5")
     start = time.perf_counter()
     # Cheap argument checks first, so a typo never costs a scan of the whole folder.
+    req, asked_dtype = view_request(views, augment, seed), storage_dtype(dtype)
     load = (lambda: backbone) if isinstance(backbone, Backbone) else resolve_backbone(
         backbone, weights, image_size, seed)
     scan = scan_folder(data_dir, progress=progress)
@@ -214,27 +263,30 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         bb = load()
         key = entry_key(bb.spec.name, bb.fingerprint)
         old = _read_old(real, key)
+        store = entry_dtype(old.dtype, asked_dtype, f"{cache_path}: entry {key}")
         journal = Journal(real, key)
         done, journal_failures = journal.done()
-        skip = old.rows | done | {(p, s) for p, s, _ in old.failures + journal_failures}
-        todo = [f for f in scan.files if (f.rel, f.sha256) not in skip]
+        failed = {(p, s) for p, s, _ in old.failures + journal_failures}
+        vrun = ViewRun(real, key, bb.fingerprint, req) if req else None
+        todo, need = _plan(scan, old.rows | done | failed, failed, vrun)
         resumed = bool(done or journal_failures)
         t0 = time.perf_counter()
-        n_failed = _run(bb, todo, journal, batch_size, progress)
+        n_failed = _run(bb, todo, journal, batch_size, progress, vrun, need)
         run_seconds = time.perf_counter() - t0
         current = scan.rows | scan.unseen(old.rows)  # an unlistable folder's rows are kept
         removed = len(old.rows - current)
-        old_fail = {(p, s): r for p, s, r in old.failures}
-        unchanged = (not todo and not resumed and not removed and old.class_names == scan.class_names
-                     and old.data_dir == str(scan.root) and old.checked and not old.damaged
-                     and _target_failures(old_fail, scan) == sorted(old.failures))
-        if not unchanged:
+        if todo or resumed or removed or _changed(old, scan, vrun):
             n_new = len(todo) - n_failed
-            _commit(real, key, bb, scan, journal, current, old.damaged,
-                    run_seconds / n_new if n_new else None)
+            # clean embeds only give the backbone's time per image; views would inflate it
+            per_image = run_seconds / n_new if n_new and vrun is None else None
+            _commit(real, key, bb, scan, journal, current, old.damaged, store, vrun, per_image)
         journal.clear()
+        if vrun:
+            vrun.journal.clear()
+    n_clean = len(todo) if need is None else sum(clean for clean, _ in need)
     cached = sum(row in old.rows or row in done for row in scan.rows)
-    return EmbedSummary(str(cache_path), key, len(todo) - n_failed, cached,
-                        len(scan.files) - cached - (len(todo) - n_failed) + len(scan.failures),
+    return EmbedSummary(str(cache_path), key, n_clean - n_failed, cached,
+                        len(scan.files) - cached - (n_clean - n_failed) + len(scan.failures),
                         removed, time.perf_counter() - start, run_seconds, len(old.damaged),
-                        tuple(journal.discarded))
+                        tuple(journal.discarded), vrun.key if vrun else "",
+                        vrun.embedded if vrun else 0)

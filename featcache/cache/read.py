@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from featcache.cache.dtypes import as_read_dtype
 from featcache.cache.layout import BLOCK_ROWS, ROOT, SCHEMA_VERSION, row_checksums
 from featcache.errors import FeatcacheError
 from featcache.features import Features
@@ -150,7 +151,7 @@ def _verified(cache_path, key: str, group: h5py.Group, X=None) -> EntryRows:
     return rows
 
 
-def load_features(cache_path, backbone: str | None = None) -> Features:
+def load_features(cache_path, backbone: str | None = None, views=False, dtype=None) -> Features:
     """Load one backbone's features from a cache, verifying every row's checksum.
 
     Parameters
@@ -160,11 +161,19 @@ def load_features(cache_path, backbone: str | None = None) -> Features:
     backbone : str, optional
         An entry key (``mobilenet_v2-1a2b3c4d5e6f``) or a backbone name.
         Needed only when the cache holds several entries.
+    views : bool or str
+        False (default): no views. True: also load the entry's augmented views
+        (its only views group); a str picks a group by key (``k5-...``) or by
+        canonical augment spec. See :func:`featcache.load_views`.
+    dtype : optional
+        Type of ``X`` (and ``views``): float32 (default, whatever is stored),
+        float16 or float64.
 
     Returns
     -------
     Features
-        Rows sorted by relative path; ``X`` is float32 of shape (n, d).
+        Rows sorted by relative path; ``X`` is float32 of shape (n, d); ``views``
+        is None or (n, K, d), ``views[i]`` the views of row ``i``.
 
     Raises
     ------
@@ -179,9 +188,14 @@ def load_features(cache_path, backbone: str | None = None) -> Features:
         rows = _verified(cache_path, key, g, X)
         paths = np.asarray(rows.paths, dtype=str)
         order = np.argsort(paths, kind="stable")
-        return Features(X=X[order], y=rows.labels[order].astype(np.int64), paths=paths[order],
-                        class_names=json.loads(g.attrs["class_names"]), sha256=rows.sha[order],
-                        backbone=key, spec=json.loads(g.attrs["spec"]))
+        V = None
+        if views is not False and views is not None:
+            from featcache.cache.views import aligned_views
+            V = aligned_views(cache_path, g, views, paths[order], rows.sha[order], dtype)[1]
+        return Features(X=as_read_dtype(X[order], dtype), y=rows.labels[order].astype(np.int64),
+                        paths=paths[order], class_names=json.loads(g.attrs["class_names"]),
+                        sha256=rows.sha[order], backbone=key, spec=json.loads(g.attrs["spec"]),
+                        views=V)
 
 
 def read_failures(group: h5py.Group) -> list[tuple[str, str, str]]:
@@ -195,6 +209,7 @@ def read_failures(group: h5py.Group) -> list[tuple[str, str, str]]:
 
 
 def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
+    from featcache.cache.views import views_info
     rows = _verified(cache_path, key, g)
     names = json.loads(g.attrs["class_names"])
     counts = np.bincount(rows.labels, minlength=len(names))
@@ -204,7 +219,8 @@ def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
             "class_counts": dict(zip(names, counts.tolist())), "checksums": rows.checked,
             "failures": [{"path": p, "reason": r} for p, _, r in read_failures(g)],
             "seconds_per_image": _seconds_per_image(g),
-            "feature_bytes": int(g["features"].id.get_storage_size())}
+            "feature_bytes": int(g["features"].id.get_storage_size()),
+            "dtype": str(g["features"].dtype), "views": views_info(cache_path, g)}
 
 
 def cache_info(cache_path) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from featcache.cache.dtypes import to_stored
 from featcache.cache.layout import (BLOCK_ROWS, ROOT, SCHEMA_VERSION, STR, entry_key,
                                     real_cache_path, row_checksums, sibling)
 from featcache.cache.read import open_read
@@ -101,13 +102,20 @@ def writer_lock(cache_path):
 
 
 class EntryWriter:
-    """Streams one entry's rows, with their checksums, into a new HDF5 group."""
+    """Streams one entry's rows, with their checksums, into a new HDF5 group.
 
-    def __init__(self, group: h5py.Group, feature_dim: int, class_names: list[str]):
+    ``dtype`` is the stored feature type (float32 or float16); checksums cover
+    the stored values read back as float32. ``views=K`` makes each row (K, d),
+    for a views group (see :mod:`featcache.cache.views`).
+    """
+
+    def __init__(self, group: h5py.Group, feature_dim: int, class_names: list[str],
+                 dtype=np.float32, views: int | None = None):
         self.g, self.n = group, 0
         self.label_of = {c: i for i, c in enumerate(class_names)}
-        group.create_dataset("features", (0, feature_dim), np.float32, maxshape=(None, feature_dim),
-                             chunks=(256, feature_dim))
+        row = (feature_dim,) if views is None else (int(views), feature_dim)
+        group.create_dataset("features", (0, *row), np.dtype(dtype), maxshape=(None, *row),
+                             chunks=(max(1, 256 // (views or 1)), *row))
         for name, dt in (("paths", STR), ("sha256", "S64"), ("labels", np.int32),
                          ("checksum", np.uint32)):
             group.create_dataset(name, (0,), dt, maxshape=(None,), chunks=(BLOCK_ROWS,))
@@ -121,6 +129,7 @@ class EntryWriter:
             labels = [self.label_of[p.split("/", 1)[0]] for p in paths]
         paths, sha = [str(p) for p in paths], [str(s) for s in sha]
         labels = np.asarray(labels, dtype=np.int32)
+        X = to_stored(X, self.g["features"].dtype)  # the checksum covers what is stored
         end = self.n + m
         for name, values in (("features", X), ("paths", paths),
                              ("sha256", np.asarray(sha, dtype="S64")), ("labels", labels),

@@ -16,12 +16,20 @@ from featcache.cli.app import cli
               help="imagenet (default), none (random, seeded) or a weights file. Keras backbones only.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--image-size", default=None, type=int, help="Input side for hub modules (default 224).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for --weights none.")
-def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed):
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed for --weights none and for the augmented views.")
+@click.option("--views", default=None, type=int,
+              help="Also embed K seeded augmented views of every image.")
+@click.option("--augment", default=None,
+              help="Augmentation of the views, e.g. flip,crop=0.8,rotate=10,color=0.2,blur "
+                   "(default flip,crop=0.8,color=0.2).")
+@click.option("--dtype", default=None,
+              help="Stored precision: float32 (default, or the entry's own) or float16 (half the size).")
+def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed, views, augment, dtype):
     """Embed every image under DATA_DIR (one sub-folder per class) into a cache."""
     from featcache.embedding import embed as run
     summary = run(data_dir, cache, backbone=backbone, weights=weights, batch_size=batch_size,
-                  image_size=image_size, seed=seed)
+                  image_size=image_size, seed=seed, views=views, augment=augment, dtype=dtype)
     click.echo(str(summary))
     if summary.failed:
         click.echo(f"{summary.failed} file(s) or folder(s) could not be embedded: "
@@ -50,9 +58,13 @@ def info(cache):
     for e in report["entries"]:
         spec = e["spec"]
         seed = f", seed {spec['seed']}" if spec.get("seed") is not None else ""
+        half = f" {e['dtype']}" if e.get("dtype", "float32") != "float32" else ""
         click.echo(f"\n[{e['key']}] {spec.get('name')} (weights {spec.get('weights')}{seed}) "
                    f"{spec.get('input_size')}px -> {e['feature_dim']}-d, {e['rows']} rows, "
-                   f"features {_mb(e['feature_bytes'])}")
+                   f"features {_mb(e['feature_bytes'])}{half}")
+        for v in e.get("views", []):
+            click.echo(f"  views {v['key']}: {v['views']} per image, augment {v['augment']}, "
+                       f"seed {v['seed']}, {v['rows']} rows, {_mb(v['feature_bytes'])}")
         click.echo(f"  data: {e['data_dir']}")
         if not e["checksums"]:
             click.echo(f"  note: {NO_CHECKSUMS}")
