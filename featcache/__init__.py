@@ -13,6 +13,7 @@ _EXPORTS = {
     "Features": "featcache.features",
     "embed": "featcache.embedding",
     "load_features": "featcache.cache",
+    "open_features": "featcache.evaluate.streaming",
     "cache_info": "featcache.cache",
     "get_backbone": "featcache.backbones",
     "scan_folder": "featcache.dataset",

@@ -23,12 +23,12 @@ def parse_size(value, name: str = "memory_budget") -> int:
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?)?b?\s*", str(value), re.I)
         if m is None:
-            raise FeatcacheError(f"{name}= takes a size such as 4GB, 512MiB or a number of "
-                                 f"bytes, got {value!r}")
+            raise FeatcacheError(f"{name}={value!r} is not a size: give one such as 4GB, "
+                                 "512MiB or a number of bytes")
         number, unit = float(m.group(1)), (m.group(2) or "").lower()
     size = int(number * _UNITS[unit])
     if size <= 0:
-        raise FeatcacheError(f"{name}= must be a positive size, got {value!r}")
+        raise FeatcacheError(f"{name}={value!r} is not a positive size: give one such as 4GB")
     return size
 
 

@@ -131,8 +131,8 @@ class CachedRows:
             raise FeatcacheError(
                 f"{self.source} streams from the file: its {len(self)} rows need "
                 f"{format_bytes(self.nbytes)}, over the memory budget "
-                f"({format_bytes(self.budget)}); only head='softmax' trains from a stream: "
-                "use it, or raise memory_budget=")
+                f"({format_bytes(self.budget)}); only the softmax head trains from a stream: "
+                "use it, or raise memory_budget=SIZE")
         X = self.read()
         return X if dtype is None else X.astype(dtype, copy=False)
 

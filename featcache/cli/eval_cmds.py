@@ -50,14 +50,27 @@ def _tuning_options(f):
                              "best-of-sweep score.")(f)
 
 
+def _memory_options(f):
+    """``--streaming`` and ``--memory-budget`` for cv and sweep."""
+    f = click.option("--memory-budget", default=None, metavar="SIZE",
+                     help="Memory the features may take (4GB, 512MiB); when a run would need "
+                          "more, softmax trains from the file. Default: half the available "
+                          "memory.")(f)
+    return click.option("--streaming/--no-streaming", default=None,
+                        help="Stream the features from the file (softmax only) instead of "
+                             "loading them. Default: only when they do not fit "
+                             "--memory-budget.")(f)
+
+
 def _weights(class_weight):
     """Head parameters for --class-weight (none when not given)."""
     return {"class_weight": class_weight} if class_weight else {}
 
 
-def _load(cache, backbone):
-    from featcache.cache import load_features
-    return load_features(cache, backbone=backbone)
+def _load(cache, backbone, heads=None, streaming=False, memory_budget=None):
+    from featcache.evaluate.streaming import open_features
+    return open_features(cache, backbone, heads=heads, streaming=streaming,
+                         memory_budget=memory_budget)
 
 
 def _check_outputs(json_out, plots_dir=None):
@@ -105,10 +118,11 @@ def _grids(values, heads: str):
               help="logreg, svm or softmax; comma-separate several for a paired comparison.")
 @click.option("--C", "--reg", "reg", default=None, type=float,
               help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
+@_memory_options
 @_tuning_options
 @_split_options
 def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_out, nested,
-       inner_folds, class_weight):
+       inner_folds, class_weight, streaming, memory_budget):
     """Cross-validate heads on CACHE: per-fold scores, mean ± std and 95% intervals.
 
     With --group-by near-duplicates the score under random splits and under
@@ -121,7 +135,7 @@ def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, json_
         raise FeatcacheError("--C and --nested exclude each other: --nested chooses C inside "
                              "each outer fold")
     _check_outputs(json_out)
-    features = _load(cache, backbone)
+    features = _load(cache, backbone, head, streaming, memory_budget)
     kw = dict(folds=folds, repeats=repeats, seed=seed, metric=metric, progress=None,
               head_params={"reg": reg, **_weights(class_weight)})
     if nested:
@@ -159,10 +173,11 @@ def _grouping_note(features, folds, repeats, group_by, seed, plan):
                    "(repeatable). Default: each head's own 10-value log grid.")
 @click.option("--plots", "plots_dir", default=None, type=click.Path(),
               help="Directory for regularisation_path.png and confusion_matrix.png.")
+@_memory_options
 @_tuning_options
 @_split_options
 def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric, backbone,
-          json_out, nested, inner_folds, class_weight):
+          json_out, nested, inner_folds, class_weight, streaming, memory_budget):
     """Sweep each head's regularisation strength on CACHE, all heads on the same splits.
 
     With --nested, each outer fold also re-runs the sweep on its training rows
@@ -173,7 +188,7 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
     from featcache.report.tables import format_sweep
     grids = _grids(grid, heads)
     _check_outputs(json_out, plots_dir)
-    features = _load(cache, backbone)
+    features = _load(cache, backbone, heads, streaming, memory_budget)
     kw = dict(grids=grids, folds=folds, repeats=repeats, group_by=group_by, seed=seed,
               metric=metric, progress=None, head_params=_weights(class_weight) or None)
     nest = nested_cv(features, heads, inner_folds=inner_folds, **kw) if nested else None

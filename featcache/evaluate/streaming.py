@@ -66,12 +66,12 @@ def open_features(cache_path, backbone: str | None = None, *, heads=None, stream
     blocked = _non_streaming(heads)
     if blocked:
         if fits:
-            log.warning("only the softmax head trains from a stream; %s load the features in "
-                        "memory instead (%s)", ", ".join(blocked), size)
+            log.warning("only the softmax head trains from a stream; loading the features in "
+                        "memory for %s instead (%s)", ", ".join(blocked), size)
             return load_features(cache_path, backbone)
         raise FeatcacheError(f"{cache_path}: {size}, so they must stream from the file, and "
                              f"only the softmax head trains from a stream, not "
-                             f"{', '.join(blocked)}: use heads='softmax' or raise memory_budget=")
+                             f"{', '.join(blocked)}: use the softmax head, or raise memory_budget=SIZE")
     why = "as asked (streaming=True)" if streaming else f"since {size}"
     log.warning("streaming the features from %s %s", cache_path, why)
     return open_rows(cache_path, backbone, budget=budget)
