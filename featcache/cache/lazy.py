@@ -39,7 +39,7 @@ class _Entry:
     dim: int
     chunk: int            # rows per HDF5 chunk of the features dataset (1 if contiguous)
     paths: list           # file order, like the next three
-    sha: np.ndarray
+    sha: np.ndarray       # bytes (S64): a quarter of the memory of str
     labels: np.ndarray
     checksum: np.ndarray
     budget: int           # bytes a reader of this entry may hold at once
@@ -50,10 +50,10 @@ class _Entry:
         lo, hi = int(positions[0]), int(positions[-1]) + 1
         X = np.asarray(f[ROOT][self.key]["features"][lo:hi], dtype=np.float32)[positions - lo]
         got = row_checksums(X, self.labels[positions], [self.paths[i] for i in positions],
-                            self.sha[positions])
+                            self.sha[positions].astype(str))
         bad = positions[got != self.checksum[positions]]
         if len(bad):
-            rows = EntryRows(self.paths, self.sha, self.labels, bad.tolist(), True)
+            rows = EntryRows(self.paths, self.sha.astype(str), self.labels, bad.tolist(), True)
             raise FeatcacheError(damage_message(self.path, self.key, rows))
         return X
 
@@ -212,7 +212,7 @@ def open_rows(cache_path, backbone: str | None = None, *, budget: int) -> Featur
         key = pick_entry(f, backbone, cache_path)
         g = f[ROOT][key]
         ds = g["features"]
-        meta = dict(paths=read_paths(g["paths"]), sha=g["sha256"][:].astype(str),
+        meta = dict(paths=read_paths(g["paths"]), sha=g["sha256"][:],
                     labels=g["labels"][:], checksum=g["checksum"][:] if "checksum" in g else None)
         attrs = {k: json.loads(g.attrs[k]) for k in ("class_names", "spec")}
         chunk = ds.chunks[0] if ds.chunks else 1
@@ -233,14 +233,14 @@ def open_rows(cache_path, backbone: str | None = None, *, budget: int) -> Featur
     for pos, X in rows.blocks():  # verify every row once, as load_features does
         entry.finite[order[pos]] = np.isfinite(X).all(axis=1)
     return Features(X=rows, y=entry.labels[order].astype(np.int64), paths=paths[order],
-                    class_names=attrs["class_names"], sha256=entry.sha[order], backbone=key,
+                    class_names=attrs["class_names"], sha256=entry.sha[order].astype(str), backbone=key,
                     spec=attrs["spec"])
 
 
 def _check_paths(cache_path, key, entry: _Entry) -> None:
     unreadable = [i for i, p in enumerate(entry.paths) if p is None]
     if unreadable:
-        rows = EntryRows(entry.paths, entry.sha, entry.labels, unreadable, True)
+        rows = EntryRows(entry.paths, entry.sha.astype(str), entry.labels, unreadable, True)
         raise FeatcacheError(damage_message(cache_path, key, rows))
 
 
