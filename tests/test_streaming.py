@@ -276,3 +276,10 @@ def test_streaming_cv_within_a_memory_cap_half_the_cache(tmp_path):
     reference = cross_validate_heads(load_features(big), SoftmaxHead(epochs=10), folds=3)
     in_memory = reference.heads["SoftmaxHead"].summary["accuracy"]["mean"]
     assert abs(out["accuracy"] - in_memory) <= 0.005, (out, in_memory)
+
+
+def test_hdf5_out_of_memory_is_not_reported_as_damage(cache):
+    from featcache.cache.read import reading
+    with pytest.raises(FeatcacheError, match="out of memory while reading .*memory_budget="):
+        with reading(cache):
+            raise OSError("Can't synchronously read data (memory allocation failed for chunk)")
