@@ -283,3 +283,11 @@ def test_hdf5_out_of_memory_is_not_reported_as_damage(cache):
     with pytest.raises(FeatcacheError, match="out of memory while reading .*memory_budget="):
         with reading(cache):
             raise OSError("Can't synchronously read data (memory allocation failed for chunk)")
+
+
+def test_nested_cv_on_streamed_rows(cache):
+    from featcache.evaluate import nested_cv
+    lazy = open_rows(cache, budget=BUDGET)
+    res = nested_cv(lazy, {"softmax": SoftmaxHead(epochs=5)}, grids=[1e-4, 1e-2], folds=3,
+                    inner_folds=2)
+    assert "softmax" in res.summary() and isinstance(lazy.X, CachedRows)
