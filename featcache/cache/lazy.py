@@ -208,6 +208,20 @@ def open_rows(cache_path, backbone: str | None = None, *, budget: int) -> Featur
     FeatcacheError
         As ``load_features``, naming damaged rows.
     """
+    entry, attrs = _open_entry(cache_path, backbone, int(budget))
+    paths = np.asarray(entry.paths, dtype=str)
+    order = np.argsort(paths, kind="stable")
+    rows = CachedRows(entry, order)
+    for pos, X in rows.blocks():  # verify every row once, as load_features does
+        entry.finite[order[pos]] = np.isfinite(X).all(axis=1)
+    return Features(X=rows, y=entry.labels[order].astype(np.int64), paths=paths[order],
+                    class_names=attrs["class_names"], sha256=entry.sha[order].astype(str),
+                    backbone=entry.key, spec=attrs["spec"])
+
+
+def _open_entry(cache_path, backbone, budget):
+    """The entry's metadata (and its attributes), checked; the features stay on disk."""
+    stamp = _stamp(cache_path)  # before reading: a later replacement is then detected
     with reading(cache_path) as f:
         key = pick_entry(f, backbone, cache_path)
         g = f[ROOT][key]
@@ -215,26 +229,18 @@ def open_rows(cache_path, backbone: str | None = None, *, budget: int) -> Featur
         meta = dict(paths=read_paths(g["paths"]), sha=g["sha256"][:],
                     labels=g["labels"][:], checksum=g["checksum"][:] if "checksum" in g else None)
         attrs = {k: json.loads(g.attrs[k]) for k in ("class_names", "spec")}
-        chunk = ds.chunks[0] if ds.chunks else 1
-        shape = ds.shape
+        chunk, shape = (ds.chunks[0] if ds.chunks else 1), ds.shape
     if meta["checksum"] is None:
         raise FeatcacheError(f"{cache_path}: entry {key} has no row checksums (written by an "
                              "older featcache), so it cannot be streamed safely: re-run "
                              "`featcache embed` to add them, or load it in memory")
-    entry = _Entry(str(cache_path), key, _stamp(cache_path), int(shape[1]), int(chunk),
-                   budget=int(budget), finite=np.ones(shape[0], dtype=bool), **meta)
+    entry = _Entry(str(cache_path), key, stamp, int(shape[1]), int(chunk), budget=budget,
+                   finite=np.ones(shape[0], dtype=bool), **meta)
     if not len(entry.paths) == len(entry.labels) == len(entry.checksum) == shape[0]:
         raise FeatcacheError(f"{cache_path} is damaged and cannot be read (entry {key} has "
                              "datasets of different lengths); re-create it with `featcache embed`")
     _check_paths(cache_path, key, entry)
-    paths = np.asarray(entry.paths, dtype=str)
-    order = np.argsort(paths, kind="stable")
-    rows = CachedRows(entry, order)
-    for pos, X in rows.blocks():  # verify every row once, as load_features does
-        entry.finite[order[pos]] = np.isfinite(X).all(axis=1)
-    return Features(X=rows, y=entry.labels[order].astype(np.int64), paths=paths[order],
-                    class_names=attrs["class_names"], sha256=entry.sha[order].astype(str), backbone=key,
-                    spec=attrs["spec"])
+    return entry, attrs
 
 
 def _check_paths(cache_path, key, entry: _Entry) -> None:

@@ -53,28 +53,36 @@ def open_features(cache_path, backbone: str | None = None, *, heads=None, stream
         as :func:`featcache.load_features`.
     """
     from featcache.cache import load_features
-    from featcache.cache.lazy import entry_shape, format_bytes, open_rows
+    from featcache.cache.lazy import open_rows
     budget = resolve_budget(memory_budget)
+    if not _should_stream(cache_path, backbone, heads, streaming, budget, copies):
+        return load_features(cache_path, backbone)
+    return open_rows(cache_path, backbone, budget=budget)
+
+
+def _should_stream(cache_path, backbone, heads, streaming, budget, copies) -> bool:
+    """Stream or load (see :func:`open_features`); logs the note, raises for other heads."""
+    from featcache.cache.lazy import entry_shape, format_bytes
     n, d = entry_shape(cache_path, backbone)
     need = copies * n * d * 4
     fits = need <= budget
-    stream = (not fits) if streaming is None else bool(streaming)
-    if not stream:
-        return load_features(cache_path, backbone)
+    if not ((not fits) if streaming is None else bool(streaming)):
+        return False
     size = (f"{n} x {d} features need about {format_bytes(need)} in memory, the memory "
             f"budget is {format_bytes(budget)}")
     blocked = _non_streaming(heads)
+    if blocked and fits:
+        log.warning("only the softmax head trains from a stream; loading the features in "
+                    "memory for %s instead (%s)", ", ".join(blocked), size)
+        return False
     if blocked:
-        if fits:
-            log.warning("only the softmax head trains from a stream; loading the features in "
-                        "memory for %s instead (%s)", ", ".join(blocked), size)
-            return load_features(cache_path, backbone)
         raise FeatcacheError(f"{cache_path}: {size}, so they must stream from the file, and "
                              f"only the softmax head trains from a stream, not "
-                             f"{', '.join(blocked)}: use the softmax head, or raise memory_budget=SIZE")
+                             f"{', '.join(blocked)}: use the softmax head, or raise "
+                             "memory_budget=SIZE")
     why = "as asked (streaming=True)" if streaming else f"since {size}"
     log.warning("streaming the features from %s %s", cache_path, why)
-    return open_rows(cache_path, backbone, budget=budget)
+    return True
 
 
 def _non_streaming(heads) -> list:
