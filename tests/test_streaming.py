@@ -110,6 +110,17 @@ def test_damage_found_while_streaming_gives_the_load_error(cache):
     assert str(opened.value) == str(loaded.value)
 
 
+def test_damage_found_while_training_gives_the_load_error(cache):
+    features = open_rows(cache, budget=BUDGET)
+    _damage_in_place(cache, int(features.X.index[300]))
+    with pytest.raises(FeatcacheError) as loaded:
+        load_features(cache)
+    for standardize in (True, False):  # found by the scaler's pass, or inside tf.data
+        with pytest.raises(FeatcacheError) as trained:
+            SoftmaxHead(standardize=standardize, epochs=2).fit(features.X, features.y)
+        assert str(trained.value) == str(loaded.value)
+
+
 def test_a_rewritten_cache_is_refused_mid_stream(cache):
     features = open_rows(cache, budget=BUDGET)
     save_features(cache, synthetic(seed=1))  # another writer replaces the file

@@ -10,7 +10,7 @@ import numpy as np
 from featcache.heads._base import (CLASS_WEIGHT, BaseHead, Interval, StrOptions,
                                    prepare_fit, row_weights)
 from featcache.heads._linear import fold_scaler
-from featcache.heads.streamed import is_streamed, map_blocks
+from featcache.heads.streamed import is_streamed, map_blocks, stream_errors
 
 _FRACTION = Interval(Real, 0, 1, closed="left")
 
@@ -156,7 +156,7 @@ class SoftmaxHead(BaseHead):
             scaler, train, val = self._array_inputs(X, y)
         if targets is None:
             targets = [self._with_value(v) for v in values]
-        with _TRAINERS_LOCK:
+        with _TRAINERS_LOCK, stream_errors(train):
             trainer = _get_trainer(self, self.n_features_in_, len(self.classes_))
             fits = [trainer.train(self, train, val, float(l2)) for l2 in values]
         for est, (W, b, history) in zip(targets, fits):

@@ -17,6 +17,8 @@ Every block read is checked against its rows' checksums (see
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from featcache.heads._base import HeadInputError, row_weights
@@ -90,7 +92,7 @@ class StreamedRows:
 
     def __init__(self, X, y_enc, sw, scaler, k):
         self.X, self.y, self.sw, self.scaler, self.k = X, y_enc, sw, scaler, k
-        self.n = len(X)
+        self.n, self.error = len(X), None
 
     def chunks(self, rows, rng):
         """Yield standardised (X, one-hot Y[, weights]) per chunk, chunks in ``rng``'s order."""
@@ -99,6 +101,14 @@ class StreamedRows:
             Xs = block if self.scaler is None else self.scaler.transform(block)
             out = (np.asarray(Xs, dtype=np.float32), eye[self.y[pos]])
             yield out if self.sw is None else out + (self.sw[pos],)
+
+    def kept_errors(self, rows, rng):
+        """:meth:`chunks`, keeping an error for :func:`stream_errors` (tf.data wraps it)."""
+        try:
+            yield from self.chunks(rows, rng)
+        except Exception as exc:
+            self.error = exc
+            raise
 
     def buffer_rows(self, batch) -> int:
         """Rows the shuffle buffer holds: a quarter of the budget, at least a batch."""
@@ -113,7 +123,7 @@ class StreamedRows:
         spec = (tf.TensorSpec((None, d), tf.float32), tf.TensorSpec((None, self.k), tf.float32))
         if self.sw is not None:
             spec += (tf.TensorSpec((None,), tf.float32),)
-        data = tf.data.Dataset.from_generator(lambda: self.chunks(rows, rng),
+        data = tf.data.Dataset.from_generator(lambda: self.kept_errors(rows, rng),
                                               output_signature=spec)
         return (data.unbatch().shuffle(self.buffer_rows(batch), seed=seed).batch(batch)
                 .repeat().prefetch(2))
@@ -132,6 +142,17 @@ class StreamedValidation:
         for parts in self.rows.chunks(None, None):
             total += loss_sums(parts[0] @ W + b, *parts[1:])
         return float(total[0]), float(total[1]), int(total[2]), int(total[3])
+
+
+@contextmanager
+def stream_errors(rows):
+    """Re-raise the error the rows' reader hit (a damaged row: one line), not TF's wrapper."""
+    try:
+        yield
+    except Exception:
+        if getattr(rows, "error", None) is not None:
+            raise rows.error from None
+        raise
 
 
 def can_stream(est) -> bool:
