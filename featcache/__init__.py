@@ -15,6 +15,7 @@ _EXPORTS = {
     "load_features": "featcache.cache",
     "load_views": "featcache.cache.views",
     "Views": "featcache.cache.views",
+    "open_features": "featcache.evaluate.streaming",
     "cache_info": "featcache.cache",
     "get_backbone": "featcache.backbones",
     "list_backbones": "featcache.registry",

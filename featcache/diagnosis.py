@@ -155,11 +155,17 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
                      rsw, dict(source or {}))
 
 
-def diagnose_cache(cache_path, backbone: str | None = None, **kwargs) -> Diagnosis:
-    """Load ``cache_path`` (with its views when ``augmented=True``) and :func:`diagnose` it."""
-    from featcache.cache import load_features
-    features = (load_features(cache_path, backbone, views=True) if kwargs.get("augmented")
-                else load_features(cache_path, backbone))
+
+def diagnose_cache(cache_path, backbone: str | None = None, *, memory_budget=None,
+                   **kwargs) -> Diagnosis:
+    """Load ``cache_path`` (with its views when ``augmented=True``) and :func:`diagnose` it.
+
+    Features that do not fit ``memory_budget`` stream from the file (softmax
+    head only; see :func:`featcache.evaluate.streaming.open_features`).
+    """
+    from featcache.evaluate.streaming import open_features
+    features = open_features(cache_path, backbone, heads=kwargs.get("head", "logreg"),
+                             memory_budget=memory_budget, views=bool(kwargs.get("augmented")))
     return diagnose(features, source={"cache": str(cache_path), "backbone": features.backbone},
                     **kwargs)
 

@@ -10,7 +10,7 @@ from featcache.errors import FeatcacheError, InvalidParameterError
 from featcache.evaluate import sweep
 from featcache.evaluate._heads import default_grid
 from featcache.heads import SoftmaxHead
-from featcache.heads.softmax import batch_regulariser
+from featcache.heads.batch_regularisers import batch_regulariser
 
 
 def data(n=240, d=60, k=3, seed=0):

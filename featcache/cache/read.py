@@ -56,6 +56,9 @@ def reading(cache_path):
         try:
             yield f
         except (OSError, json.JSONDecodeError) as exc:  # damaged chunks, heaps or attributes
+            if "memory allocation failed" in str(exc):  # HDF5 out of memory: the file is fine
+                raise FeatcacheError(f"out of memory while reading {cache_path} ({exc}); free "
+                                     "memory or lower memory_budget=SIZE") from None
             raise FeatcacheError(f"{cache_path} is damaged and cannot be read ({exc}); re-create it "
                                  "with `featcache embed` or restore a backup") from None
 

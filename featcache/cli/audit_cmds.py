@@ -37,6 +37,9 @@ def _audit_options(f):
                      help="Folds of featcache's stratified CV (the audit checks it for "
                           "leakage; diagnose also evaluates with it)."),
         click.option("--seed", default=0, show_default=True, type=int, help="CV split seed."),
+        click.option("--memory-budget", default=None, metavar="SIZE",
+                     help="Memory the features may take (4GB, 512MiB); larger caches stream "
+                          "from the file. Default: half the available memory."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -47,7 +50,8 @@ def _audit_options(f):
 @_audit_options
 @click.option("--json", "json_out", default=None, type=click.Path(),
               help="Write every group, conflict and number to this JSON file.")
-def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed, json_out):
+def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed, memory_budget,
+          json_out):
     """Audit CACHE for duplicates, near-duplicates and leaky validation splits.
 
     Reports byte-identical files (and label conflicts), near-duplicate groups
@@ -59,7 +63,7 @@ def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed,
     check_writable(json_out, "--json")
     report = audit_cache(cache, backbone, threshold=_threshold(threshold),
                          validation_split=validation_split, keras_seed=keras_seed,
-                         folds=folds, seed=seed)
+                         folds=folds, seed=seed, memory_budget=memory_budget)
     click.echo(format_text(report))
     if json_out:
         report.write_json(json_out)
@@ -78,8 +82,8 @@ def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed,
 @click.option("--augmented", is_flag=True,
               help="Also sweep with the cache's augmented views (embed --views K) and say "
                    "whether they close the train-validation gap.")
-def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, seed, head, grid,
-             metric, out_dir, augmented):
+def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, seed, memory_budget,
+             head, grid, metric, out_dir, augmented):
     """Why is my model overfitting? Evidence and a plain-language answer for CACHE.
 
     Runs the audit, a regularisation sweep, random vs grouped CV and a
@@ -98,6 +102,7 @@ def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, se
             raise FeatcacheError(f"--grid takes comma-separated positive numbers, got {grid!r}")
     check_writable(out_dir, "--out", folder=True)
     diag = diagnose_cache(cache, backbone, head=head, folds=folds, seed=seed,
+                          memory_budget=memory_budget,
                           threshold=_threshold(threshold), validation_split=validation_split,
                           keras_seed=keras_seed, grid=grid_values, metric=metric, progress=None,
                           augmented=augmented)

@@ -83,16 +83,27 @@ def _no_nested_augmented(nested, augmented):
         raise FeatcacheError("--nested does not take --augmented yet: run them separately")
 
 
+def _memory_options(f):
+    """``--streaming`` and ``--memory-budget`` for cv and sweep."""
+    f = click.option("--memory-budget", default=None, metavar="SIZE",
+                     help="Memory the features may take (4GB, 512MiB); when a run would need "
+                          "more, softmax trains from the file. Default: half the available "
+                          "memory.")(f)
+    return click.option("--streaming/--no-streaming", default=None,
+                        help="Stream the features from the file (softmax only) instead of "
+                             "loading them. Default: only when they do not fit "
+                             "--memory-budget.")(f)
+
+
 def _weights(class_weight):
     """Head parameters for --class-weight (none when not given)."""
     return {"class_weight": class_weight} if class_weight else {}
 
 
-def _load(cache, backbone, augmented=False):
-    from featcache.cache import load_features
-    if augmented:
-        return load_features(cache, backbone=backbone, views=True)
-    return load_features(cache, backbone=backbone)
+def _load(cache, backbone, augmented=False, heads=None, streaming=False, memory_budget=None):
+    from featcache.evaluate.streaming import open_features
+    return open_features(cache, backbone, heads=heads, streaming=streaming,
+                         memory_budget=memory_budget, views=bool(augmented))
 
 
 def _check_outputs(json_out, plots_dir=None):
@@ -141,10 +152,11 @@ def _grids(values, heads: str):
 @click.option("--C", "--reg", "reg", default=None, type=float,
               help="Regularisation strength: C for logreg/svm, l2 weight decay for softmax.")
 @augmented_option()
+@_memory_options
 @_tuning_options
 @_split_options
 def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, n_jobs, json_out,
-       nested, inner_folds, class_weight, augmented):
+       nested, inner_folds, class_weight, augmented, streaming, memory_budget):
     """Cross-validate heads on CACHE: per-fold scores, mean ± std and 95% intervals.
 
     With --group-by near-duplicates the score under random splits and under
@@ -158,7 +170,7 @@ def cv(cache, head, reg, folds, repeats, group_by, seed, metric, backbone, n_job
                              "each outer fold")
     _no_nested_augmented(nested, augmented)
     _check_outputs(json_out)
-    features = _load(cache, backbone, augmented)
+    features = _load(cache, backbone, augmented, head, streaming, memory_budget)
     kw = dict(folds=folds, repeats=repeats, seed=seed, metric=metric, progress=None,
               head_params={"reg": reg, **_weights(class_weight)}, n_jobs=n_jobs)
     if nested:
@@ -201,10 +213,12 @@ def _grouping_note(features, folds, repeats, group_by, seed, plan):
               help="Sweep this parameter instead of each head's C/l2, e.g. --heads softmax "
                    "--param mixup_alpha (or feature_noise, dropout with --grid).")
 @augmented_option(both=True)
+@_memory_options
 @_tuning_options
 @_split_options
 def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric, backbone,
-          n_jobs, json_out, nested, inner_folds, class_weight, augmented, param):
+          n_jobs, json_out, nested, inner_folds, class_weight, augmented, param,
+          streaming, memory_budget):
     """Sweep each head's regularisation strength on CACHE, all heads on the same splits.
 
     With --nested, each outer fold also re-runs the sweep on its training rows
@@ -216,7 +230,7 @@ def sweep(cache, heads, grid, plots_dir, folds, repeats, group_by, seed, metric,
     grids = _grids(grid, heads)
     _no_nested_augmented(nested, augmented)
     _check_outputs(json_out, plots_dir)
-    features = _load(cache, backbone, augmented)
+    features = _load(cache, backbone, augmented, heads, streaming, memory_budget)
     kw = dict(grids=grids, folds=folds, repeats=repeats, group_by=group_by, seed=seed,
               metric=metric, progress=None, head_params=_weights(class_weight) or None,
               n_jobs=n_jobs, param=param)

@@ -255,10 +255,17 @@ def audit(features, *, threshold=None, validation_split: float = 0.2,
     return report
 
 
-def audit_cache(cache_path, backbone: str | None = None, **kwargs) -> AuditReport:
-    """Load ``cache_path`` (one backbone entry) and :func:`audit` it."""
-    from featcache.cache import load_features
-    features = load_features(cache_path, backbone)
+def audit_cache(cache_path, backbone: str | None = None, *, memory_budget=None, streaming=None,
+                **kwargs) -> AuditReport:
+    """Load ``cache_path`` (one backbone entry) and :func:`audit` it.
+
+    The features stream from the file, tile by tile, when they do not fit
+    ``memory_budget`` (default: half the memory available; see
+    :func:`featcache.evaluate.streaming.open_features`).
+    """
+    from featcache.evaluate.streaming import open_features
+    features = open_features(cache_path, backbone, streaming=streaming,
+                             memory_budget=memory_budget, copies=1)
     source = {"cache": str(cache_path), "backbone": features.backbone}
     return audit(features, source=source, **kwargs)
 

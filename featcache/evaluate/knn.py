@@ -3,7 +3,9 @@
 Rows are scaled by their inverse L2 norms tile by tile (float32, no normalised
 copy of X), and tiles of the upper triangle serve both their rows and their
 columns. Memory is one ``tile x tile`` block plus the ``n x k`` neighbour
-lists: never an ``n x n`` matrix.
+lists: never an ``n x n`` matrix. Rows streamed from a cache
+(:class:`featcache.cache.lazy.CachedRows`) are read tile by tile, in file
+order, so the features are never all in memory either.
 """
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ def _rows_and_scales(X, block: int = 4096):
     Rows are scaled tile by tile later, so no normalised copy of X is made.
     All-zero rows get scale 0: similarity 0 with everything, never grouped.
     """
-    X = np.asarray(getattr(X, "X", X), dtype=np.float32)
+    X = getattr(X, "X", X)
+    if not _streamed(X):
+        X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or len(X) == 0:
         raise FeatcacheError(f"features must be a non-empty 2-D array, got shape {X.shape}")
-    norms = np.concatenate([np.linalg.norm(X[a:a + block].astype(np.float64), axis=1)
+    norms = np.concatenate([np.linalg.norm(_rows(X, a, a + block).astype(np.float64), axis=1)
                             for a in range(0, len(X), block)])
     if not np.isfinite(norms).all():
         bad = int((~np.isfinite(norms)).sum())
@@ -30,6 +34,15 @@ def _rows_and_scales(X, block: int = 4096):
     inv = np.zeros(len(X), np.float32)
     inv[norms > 0] = 1.0 / norms[norms > 0]
     return X, inv
+
+
+def _streamed(X) -> bool:
+    return hasattr(X, "file_order")
+
+
+def _rows(X, a, b):
+    """Rows ``a:b`` as an array (read from the file for streamed rows)."""
+    return X[a:b].read() if _streamed(X) else X[a:b]
 
 
 def _merge_topk(best_s, best_i, row0, S, col0, k, transposed=False):
@@ -77,9 +90,10 @@ def _tiled_topk(X, inv, k, tile):
     best_s = np.full((n, k), -np.inf, np.float32)
     best_i = np.full((n, k), -1, np.int32)
     for a in range(0, n, tile):
-        A = X[a:a + tile] * inv[a:a + tile, None]
+        Xa = _rows(X, a, a + tile)
+        A = Xa * inv[a:a + tile, None]
         for b in range(a, n, tile):
-            S = A @ X[b:b + tile].T
+            S = A @ (Xa if b == a else _rows(X, b, b + tile)).T
             S *= inv[None, b:b + tile]
             if a == b:
                 np.fill_diagonal(S, -np.inf)
@@ -107,6 +121,17 @@ def knn_cosine(X, k: int = 32, *, tile: int = 2048):
     similarity : ndarray of shape (n, k), float32
         The matching cosine similarities.
     """
+    X = getattr(X, "X", X)
+    if not _streamed(X):
+        return _knn(X, k, tile)
+    order, X = X.file_order()  # tiles of the file are contiguous reads
+    index, similarity = _knn(X, k, tile)
+    out_i, out_s = np.empty_like(index), np.empty_like(similarity)
+    out_i[order], out_s[order] = order[index].astype(np.int32), similarity
+    return out_i, out_s
+
+
+def _knn(X, k, tile):
     X, inv = _rows_and_scales(X)
     n = len(X)
     k = max(0, min(int(k), n - 1))

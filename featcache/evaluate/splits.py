@@ -96,7 +96,7 @@ def check_features(features: Features, folds: int | None = None) -> None:
     ``folds`` is given) at least ``folds`` samples in the smallest class.
     """
     X, y = features.X, features.y
-    bad = ~np.isfinite(X).all(axis=1)
+    bad = X.nonfinite() if hasattr(X, "nonfinite") else ~np.isfinite(X).all(axis=1)  # streamed
     if bad.any():
         first = features.paths[np.flatnonzero(bad)[0]]
         raise FeatcacheError(

@@ -10,6 +10,8 @@ import numpy as np
 from featcache.heads._base import (CLASS_WEIGHT, BaseHead, Interval, StrOptions,
                                    prepare_fit, row_weights)
 from featcache.heads._linear import fold_scaler
+from featcache.heads.batch_regularisers import batch_regulariser
+from featcache.heads.streamed import is_streamed, map_blocks, stream_errors
 
 _FRACTION = Interval(Real, 0, 1, closed="left")
 
@@ -128,15 +130,24 @@ class SoftmaxHead(BaseHead):
         self.feature_noise = feature_noise
 
     def fit(self, X, y):
-        """Train on ``X`` (n_samples, n_features) and labels ``y``; return self."""
+        """Train on ``X`` (n_samples, n_features) and labels ``y``; return self.
+
+        ``X`` may be rows streamed from a cache (:class:`featcache.cache.lazy.CachedRows`,
+        e.g. ``featcache.open_features(..., streaming=True).X[train]``): training then
+        reads them in chunks through a shuffle buffer (see :mod:`featcache.heads.streamed`).
+        """
         self._fit_path_sorted(X, y, [self.l2], targets=[self])
         return self
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes)."""
+        """Class probabilities, shape (n_samples, n_classes); streamed rows block by block."""
         from sklearn.utils.validation import check_is_fitted, validate_data
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        if is_streamed(X):
+            return map_blocks(self, X, self._proba)
+        return self._proba(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+
+    def _proba(self, X):
         z = X @ self.coef_.T.astype(X.dtype) + self.intercept_
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
@@ -166,19 +177,16 @@ class SoftmaxHead(BaseHead):
         shared across values.
         """
         self._check_params()
-        Xs, y_enc, scaler = prepare_fit(self, X, y, self.standardize)
+        if is_streamed(X):
+            from featcache.heads.streamed import streamed_inputs
+            scaler, train, val = streamed_inputs(self, X, y)
+        else:
+            scaler, train, val = self._array_inputs(X, y)
         if targets is None:
             targets = [self._with_value(v) for v in values]
-        k = len(self.classes_)
-        tr, va = _inner_split(self, y_enc)
-        onehot = np.eye(k, dtype=np.float32)[y_enc]
-        sw = row_weights(self, y_enc)
-        train_xy, val_xy = ((Xs[i], onehot[i]) + (() if sw is None else (sw[i],))
-                            for i in (tr, va))
-        with _TRAINERS_LOCK:
-            trainer = _get_trainer(self, Xs.shape[1], k)
-            fits = [trainer.train(self, train_xy, val_xy if len(va) else None,
-                                  float(l2)) for l2 in values]
+        with _TRAINERS_LOCK, stream_errors(train):
+            trainer = _get_trainer(self, self.n_features_in_, len(self.classes_))
+            fits = [trainer.train(self, train, val, float(l2)) for l2 in values]
         for est, (W, b, history) in zip(targets, fits):
             est.classes_ = self.classes_
             est.n_features_in_ = self.n_features_in_
@@ -193,6 +201,16 @@ class SoftmaxHead(BaseHead):
             est.best_epoch_ = int(np.argmin(losses)) + 1
         return targets
 
+    def _array_inputs(self, X, y):
+        """(scaler, training rows, validation rows or None) held in memory."""
+        Xs, y_enc, scaler = prepare_fit(self, X, y, self.standardize)
+        tr, va = inner_split(self, y_enc)
+        onehot = np.eye(len(self.classes_), dtype=np.float32)[y_enc]
+        sw = row_weights(self, y_enc)
+        train_xy, val_xy = ((Xs[i], onehot[i]) + (() if sw is None else (sw[i],))
+                            for i in (tr, va))
+        return scaler, ArrayRows(train_xy), ArrayValidation(val_xy) if len(va) else None
+
 
 def auto_batch_size(n_rows):
     """Largest power of two with at least 4 batches in ``n_rows``, in [16, 512].
@@ -204,7 +222,7 @@ def auto_batch_size(n_rows):
     return int(2 ** np.clip(np.floor(np.log2(max(n_rows, 1) / 4)), 4, 9))
 
 
-def _inner_split(head, y_enc):
+def inner_split(head, y_enc):
     """Indices (train, val) of the early-stopping split; val may be empty."""
     n = len(y_enc)
     idx = np.arange(n)
@@ -277,32 +295,24 @@ class _KerasTrainer:
             kernel_initializer=keras.initializers.GlorotUniform(seed=head.seed)))
         return keras.Sequential(layers)
 
-    def train(self, head, train_xy, val_xy, l2):
-        """Train from the seeded initial state; return (W, b, history)."""
-        import tensorflow as tf
+    def train(self, head, train, val, l2):
+        """Train from the seeded initial state; return (W, b, history).
+
+        ``train`` gives the rows (``n``, ``dataset(batch, seed)``), ``val``
+        the early-stopping rows (``sums(W, b)``) or None.
+        """
         keras = self.keras
         for var, value in zip(self._variables(), self.state):
             var.assign(value)
         self.l2_var.assign(l2)
-
-        arrays = [tf.constant(a) for a in train_xy]  # X, Y and maybe row weights
-
-        def rows(i):
-            return tuple(tf.gather(a, i) for a in arrays)
-        n = len(train_xy[0])
+        n = train.n
         batch = auto_batch_size(n) if head.batch_size == "auto" else head.batch_size
-        # shuffle row indices, not rows: refilling a buffer of feature rows
-        # every epoch cost more than the training step itself; and repeat, so
-        # one iterator serves every epoch (re-creating it each epoch cost 4x
-        # the training on a 300-row set)
-        data = (tf.data.Dataset.range(n).shuffle(n, seed=head.seed).batch(batch)
-                .repeat().map(rows))
+        data = train.dataset(batch, head.seed)
         if head.mixup_alpha > 0 or head.feature_noise > 0:
             data = data.enumerate().map(batch_regulariser(head))
-        data = data.prefetch(2)
         callbacks = []
-        if val_xy is not None:
-            callbacks = [_val_loss_callback(val_xy), keras.callbacks.EarlyStopping(
+        if val is not None:
+            callbacks = [_val_loss_callback(val), keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=head.patience,
                 restore_best_weights=True)]
         with _seeded(head.seed):
@@ -315,56 +325,68 @@ class _KerasTrainer:
         return W, b, history
 
 
-def batch_regulariser(head):
-    """tf.data map ``(step, batch) -> batch`` applying mixup and feature noise.
+class ArrayRows:
+    """Training rows in memory, served by a seeded tf.data pipeline.
 
-    Stateless random ops seeded by ``(head.seed, step)``: the same seed and
-    data give the same batches, whatever ran before in the process.
+    Shuffles row indices, not rows: refilling a buffer of feature rows every
+    epoch cost more than the training step itself; and repeats, so one
+    iterator serves every epoch (re-creating it each epoch cost 4x the
+    training on a 300-row set).
     """
-    import tensorflow as tf
-    alpha, noise, seed = float(head.mixup_alpha), float(head.feature_noise), int(head.seed)
 
-    def apply(step, batch):
-        x, y, *sw = batch
-        seeds = [tf.stack([tf.constant(4 * seed + i, tf.int64), step]) for i in range(4)]
-        if alpha > 0:
-            g1 = tf.random.stateless_gamma([1], seeds[0], alpha=alpha)
-            g2 = tf.random.stateless_gamma([1], seeds[1], alpha=alpha)
-            lam = g1 / (g1 + g2)
-            perm = tf.argsort(tf.random.stateless_uniform(tf.shape(x)[:1], seeds[2]))
-            x, y, *sw = (_mix(a, tf.gather(a, perm), lam) for a in (x, y, *sw))
-        if noise > 0:
-            x = x + noise * tf.random.stateless_normal(tf.shape(x), seeds[3])
-        return (x, y, *sw)
+    def __init__(self, arrays):
+        self.arrays, self.n = arrays, len(arrays[0])  # X, Y and maybe row weights
 
-    return apply
+    def dataset(self, batch, seed):
+        import tensorflow as tf
+        tensors = [tf.constant(a) for a in self.arrays]
+
+        def rows(i):
+            return tuple(tf.gather(a, i) for a in tensors)
+        return (tf.data.Dataset.range(self.n).shuffle(self.n, seed=seed).batch(batch)
+                .repeat().map(rows).prefetch(2))
 
 
-def _mix(a, b, lam):
-    import tensorflow as tf
-    lam = tf.cast(lam, a.dtype)
-    return lam * a + (1 - lam) * b
+class ArrayValidation:
+    """Early-stopping rows in memory."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def sums(self, W, b):
+        X, Y, sw = (*self.arrays, None)[:3]
+        return loss_sums(X @ W + b, Y, sw)
 
 
-def _val_loss_callback(val_xy):
+def loss_sums(z, Y, sw=None):
+    """(weighted cross-entropy sum, weight sum, correct count, rows) of logits ``z``.
+
+    Sums, so that validation rows streamed in blocks add up to the same mean.
+    """
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -np.sum(Y * logp, axis=1, dtype=np.float64)
+    w = np.ones(len(z)) if sw is None else np.asarray(sw, dtype=np.float64)
+    return (float(loss @ w), float(w.sum()), int(np.sum(z.argmax(1) == Y.argmax(1))),
+            len(z))
+
+
+def _val_loss_callback(val):
     """Keras callback adding ``val_loss``/``val_accuracy`` to the epoch logs.
 
     Keras' own validation pass costs more per epoch than training this layer;
     a (n_val, d) x (d, k) product in numpy is near free. The loss is plain
     cross-entropy (no label smoothing or penalty), the quantity to stop on,
-    averaged with the class weights when ``val_xy`` carries row weights.
+    averaged with the class weights when the rows carry weights.
     """
     import keras
 
     class ValLoss(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             W, b = self.model.layers[-1].get_weights()
-            X, Y, sw = (*val_xy, None)[:3]
-            z = X @ W + b
-            z -= z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            logs["val_loss"] = float(-np.average(np.sum(Y * logp, axis=1), weights=sw))
-            logs["val_accuracy"] = float(np.mean(z.argmax(1) == Y.argmax(1)))
+            loss, weight, correct, n = val.sums(W, b)
+            logs["val_loss"] = loss / weight
+            logs["val_accuracy"] = correct / n
 
     return ValLoss()
 
