@@ -142,7 +142,8 @@ def connect(address: str | None = "auto", timeout: float = 10.0, **init_kwargs) 
     return True
 
 
-def _default_workers(ray, gpus_per_worker: float) -> int:
+def default_workers(ray, gpus_per_worker: float) -> int:
+    """One worker per CPU of the cluster, or per ``gpus_per_worker`` of its GPUs."""
     resources = ray.cluster_resources()
     if gpus_per_worker:
         n = int(resources.get("GPU", 0) // gpus_per_worker)
@@ -249,7 +250,7 @@ def embed_on_ray(data_dir, cache_path, address: str | None = "auto", workers: in
     owned = connect(address, connect_timeout)
     actors = []
     try:
-        n = int(workers) if workers is not None else _default_workers(ray, gpus_per_worker)
+        n = int(workers) if workers is not None else default_workers(ray, gpus_per_worker)
         actors = start_workers(ray, cache_path, n, gpus_per_worker, max_retries,
                                (backbone, weights, image_size, seed))
         board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
