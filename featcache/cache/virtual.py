@@ -42,7 +42,7 @@ def check_sources(f: h5py.File, path) -> None:
         return
     folder = Path(os.path.realpath(path)).parent
     rows: dict = {}
-    for dset, file_name, src_name, stop in maps:
+    for _, file_name, src_name, stop in maps:
         src = folder / file_name
         if not src.is_file():
             raise FeatcacheError(
