@@ -74,7 +74,15 @@ class ShardWorker:
     """Ray actor: loads the backbone once, then embeds shards with it."""
 
     def __init__(self, backbone, weights, image_size, seed):
+        import ray
+        import tensorflow as tf
+
         from featcache.backbones import get_backbone
+        # TF would start one thread per core of the node: keep to the CPUs Ray gave us,
+        # or W workers on one node run W x cores threads
+        cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
         t0 = time.perf_counter()
         self.backbone = get_backbone(backbone, weights, image_size, seed)
         self.load_seconds = time.perf_counter() - t0
