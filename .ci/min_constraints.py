@@ -1,6 +1,6 @@
 """Print a pip constraints file pinning every dependency to its declared floor.
 
-Reads ``pyproject.toml`` (runtime dependencies and the ``test`` extra) and turns
+Reads ``pyproject.toml`` (runtime dependencies and every optional extra) and turns
 each ``name>=X`` into ``name==X``, so CI can install the oldest versions the
 project claims to support. A dependency without a ``>=`` floor is an error:
 every floor must be declared, and CI proves it true.
@@ -17,7 +17,8 @@ def floors(pyproject):
     """Return ``["name==floor", ...]`` for the dependencies in ``pyproject``."""
     with open(pyproject, "rb") as fh:
         project = tomllib.load(fh)["project"]
-    reqs = project["dependencies"] + project["optional-dependencies"]["test"]
+    reqs = project["dependencies"] + [r for extra in project["optional-dependencies"].values()
+                                      for r in extra]
     pins = []
     for text in reqs:
         req = Requirement(text)

@@ -22,6 +22,8 @@ _EXPORTS = {
     "compare_backbones": "featcache.evaluate.compare",
     "scan_folder": "featcache.dataset",
     "save_features": "featcache.cache",
+    "merge": "featcache.cache",
+    "embed_on_ray": "featcache.runners.ray_runner",
     "get_head": "featcache.heads",
     "cross_validate_heads": "featcache.evaluate",
     "sweep": "featcache.evaluate",

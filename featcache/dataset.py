@@ -206,7 +206,8 @@ def list_classes(root: Path, entries=None, min_classes: int = 2) -> list[str]:
     return classes
 
 
-def scan_folder(data_dir, workers: int = 4, progress: bool = True, min_classes: int = 2) -> Scan:
+def scan_folder(data_dir, workers: int = 4, progress: bool = True, min_classes: int = 2,
+                select=None) -> Scan:
     """Find, hash and sniff every image under ``data_dir``.
 
     Parameters
@@ -219,6 +220,10 @@ def scan_folder(data_dir, workers: int = 4, progress: bool = True, min_classes: 
         Show a progress bar on stderr.
     min_classes : int
         Fewer class folders is an error: 2 to train, 1 for a held-out test folder.
+    select : callable, optional
+        Keep only the relative paths (files, and folders that cannot be listed) it
+        is true for, before hashing: one shard's part of the folder. Class names
+        stay those of the whole folder, and an empty selection is no error.
 
     Returns
     -------
@@ -232,13 +237,16 @@ def scan_folder(data_dir, workers: int = 4, progress: bool = True, min_classes: 
     classes = list_classes(root, entries, min_classes)
     unlisted: list = []
     rels = [rel for c in classes for rel in _walk(root / c, c, unlisted)]
+    everything = len(rels) + len(unlisted)
+    if select is not None:
+        rels, unlisted = [r for r in rels if select(r)], [u for u in unlisted if select(u[0])]
     with ThreadPoolExecutor(workers) as pool:
         results = list(tqdm(pool.map(lambda r: inspect_file(root / r, r), rels), total=len(rels),
                             desc="scan", unit="file", disable=not progress or len(rels) < 200,
                             leave=False))
     files = [f for f, _ in results if f is not None]
     failures = unlisted + [bad for _, bad in results if bad is not None]
-    if not files:
+    if not files and (select is None or not everything):
         raise FeatcacheError(f"no images found under {root} ({len(failures)} other files"
                              + "".join(f"; {p}: {r}" for p, _, r in unlisted[:3]) + ")")
     notes = _root_images(root, entries)

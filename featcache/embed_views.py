@@ -111,10 +111,11 @@ def _expander(req: ViewRequest, sha: list, need, size: int):
 
 
 def run_views(backbone, todo, need, vrun: ViewRun, journal: Journal, batch_size: int,
-              bar) -> int:
+              step) -> int:
     """Embed the clean row and/or the K views of each ``todo`` image, as ``need`` says.
 
-    ``need`` holds a (clean, views) pair of bools per image.
+    ``need`` holds a (clean, views) pair of bools per image; ``step(n)`` is told
+    of every n images finished (a progress bar's ``update``).
 
     Writes each batch's finished images to the two journals; returns how many
     images failed to decode (recorded in the entry's journal).
@@ -125,8 +126,8 @@ def run_views(backbone, todo, need, vrun: ViewRun, journal: Journal, batch_size:
     acc = _Accumulator(todo, need, vrun.req.views, backbone.spec.feature_dim)
     for images, owner, which in ds:
         acc.add(backbone.fn(images).numpy(), owner.numpy(), which.numpy())
-        bar.update(acc.flush(journal, vrun, last=False))
-    bar.update(acc.flush(journal, vrun, last=True))
+        step(acc.flush(journal, vrun, last=False))
+    step(acc.flush(journal, vrun, last=True))
     return acc.failed
 
 

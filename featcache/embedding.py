@@ -12,6 +12,7 @@ from tqdm import tqdm
 from featcache.backbones import Backbone, resolve_backbone
 from featcache.cache.dtypes import entry_dtype, storage_dtype
 from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
+from featcache.cache.shards import in_shard, parse_shard, shard_path
 from featcache.cache.read import (EntryRows, damage_message, open_read, read_entry, read_failures,
                                   read_paths, reading)
 from featcache.cache.write import EntryWriter, entry_attrs, rewrite, write_failures
@@ -97,20 +98,35 @@ def _read_rows(cache_path: Path, key: str, group) -> EntryRows:
 
 
 def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: bool,
-         vrun: ViewRun | None = None, need=None) -> int:
+         vrun: ViewRun | None = None, need=None, on_batch=None) -> int:
     """Embed ``todo`` batch by batch into the journal(s); returns how many failed."""
+    if on_batch is not None:
+        on_batch(0, len(todo))
     if not todo:
         return 0
     with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}",
               disable=not progress, dynamic_ncols=True) as bar:  # closed on error too
+        step = bar.update if on_batch is None else _reporting(bar.update, on_batch, len(todo))
         if vrun is not None:
-            return run_views(backbone, todo, need, vrun, journal, batch_size, bar)
+            return run_views(backbone, todo, need, vrun, journal, batch_size, step)
         ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
                            backbone.spec.input_size, batch_size)
-        return _run_batches(backbone, ds, todo, journal, bar)
+        return _run_batches(backbone, ds, todo, journal, step)
 
 
-def _run_batches(backbone: Backbone, ds, todo, journal: Journal, bar) -> int:
+def _reporting(update, on_batch, total: int):
+    """``bar.update`` that also tells ``on_batch(done, total)`` (the Ray runner's progress)."""
+    done = 0
+
+    def step(n):
+        nonlocal done
+        done += n
+        on_batch(done, total)
+        return update(n)
+    return step
+
+
+def _run_batches(backbone: Backbone, ds, todo, journal: Journal, step) -> int:
     seen, n_failed = 0, 0
     empty = np.zeros((0, backbone.spec.feature_dim), np.float32)
     for images, idx in ds:
@@ -120,11 +136,11 @@ def _run_batches(backbone: Backbone, ds, todo, journal: Journal, bar) -> int:
         failures = [(todo[i].rel, todo[i].sha256, explain_failure(todo[i].path)) for i in gaps]
         journal.write(feats, [todo[i].rel for i in idx], [todo[i].sha256 for i in idx], failures)
         seen, n_failed = int(idx[-1]) + 1, n_failed + len(gaps)
-        bar.update(len(idx) + len(gaps))
+        step(len(idx) + len(gaps))
     tail = [(f.rel, f.sha256, explain_failure(f.path)) for f in todo[seen:]]
     if tail:
         journal.write(empty, [], [], tail)
-        bar.update(len(tail))
+        step(len(tail))
     return n_failed + len(tail)
 
 
@@ -205,7 +221,7 @@ def _plan(scan: Scan, skip: set, failed: set, vrun: ViewRun | None):
 def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = None,
           batch_size: int = 64, image_size: int | None = None, seed: int = 0,
           progress: bool = True, views: int | None = None, augment: str | None = None,
-          dtype: str | None = None) -> EmbedSummary:
+          dtype: str | None = None, shard=None, on_batch=None) -> EmbedSummary:
     """Embed every image under ``data_dir`` once and store the features in ``cache_path``.
 
     Re-running is cheap: images already cached (same relative path and sha256)
@@ -242,6 +258,12 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     dtype : str, optional
         Stored precision, ``"float32"`` or ``"float16"`` (half the size). Default:
         the entry's own, float32 for a new entry; a different one is refused.
+    shard : str or tuple, optional
+        ``"i/N"`` or ``(i, N)``: embed only the images of shard ``i`` of ``N``
+        (see :mod:`featcache.cache.shards`) into ``CACHE.h5.shards/shard-i-of-N.h5``;
+        :func:`featcache.merge` assembles the shards into ``cache_path``.
+    on_batch : callable, optional
+        Called as ``on_batch(done, total)`` with the images of this call so far.
 
     Returns
     -------
@@ -250,6 +272,10 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     if int(batch_size) < 1:
         raise FeatcacheError(f"--batch-size must be at least 1, got {batch_size}")
     cache_path = Path(cache_path).expanduser()
+    select = None
+    if shard is not None:
+        i, n = parse_shard(shard)
+        cache_path, select = shard_path(cache_path, i, n), in_shard(i, n)
     real = real_cache_path(cache_path)  # a symlink is written through, never replaced
     if real.is_dir():
         raise FeatcacheError(f"output {cache_path} is a directory; give a file name like cache.h5")
@@ -258,7 +284,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     req, asked_dtype = view_request(views, augment, seed), storage_dtype(dtype)
     load = (lambda: backbone) if isinstance(backbone, Backbone) else resolve_backbone(
         backbone, weights, image_size, seed)
-    scan = scan_folder(data_dir, progress=progress)
+    scan = scan_folder(data_dir, progress=progress, select=select)
     with writer_lock(real):  # before the model loads, so an unwritable output fails fast
         bb = load()
         key = entry_key(bb.spec.name, bb.fingerprint)
@@ -271,7 +297,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         todo, need = _plan(scan, old.rows | done | failed, failed, vrun)
         resumed = bool(done or journal_failures)
         t0 = time.perf_counter()
-        n_failed = _run(bb, todo, journal, batch_size, progress, vrun, need)
+        n_failed = _run(bb, todo, journal, batch_size, progress, vrun, need, on_batch)
         run_seconds = time.perf_counter() - t0
         current = scan.rows | scan.unseen(old.rows)  # an unlistable folder's rows are kept
         removed = len(old.rows - current)

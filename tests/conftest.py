@@ -109,3 +109,24 @@ def mobilenet():
     """MobileNetV2 with seeded random weights, loaded once for the whole run."""
     from featcache.backbones import get_backbone
     return get_backbone("mobilenet_v2", weights="none")
+
+
+def save_tiny_model(path, size=32, dim=8, seed=2):
+    """A tiny SavedModel backbone (one seeded conv + mean) that loads in well under a second."""
+    import tensorflow as tf
+
+    class Tiny(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(tf.random.stateless_normal([3, 3, 3, dim], seed=[1, seed]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(x, self.w, 1, "SAME")), axis=[1, 2])
+    tf.saved_model.save(Tiny(), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Path of a tiny SavedModel backbone taking 32 px images (pass image_size=32)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -11,6 +11,7 @@ import numpy as np
 
 from featcache.cache.dtypes import as_read_dtype
 from featcache.cache.layout import BLOCK_ROWS, ROOT, SCHEMA_VERSION, row_checksums
+from featcache.cache.virtual import check_sources
 from featcache.errors import FeatcacheError
 from featcache.features import Features
 
@@ -22,8 +23,12 @@ def _is_locked(exc: OSError) -> bool:
     return "unable to lock file" in text or "errno = 11" in text
 
 
-def open_read(cache_path) -> h5py.File:
-    """Open a cache read-only, with one clear error for each way that can fail."""
+def open_read(cache_path, check_virtual: bool = True) -> h5py.File:
+    """Open a cache read-only, with one clear error for each way that can fail.
+
+    ``check_virtual=False`` skips the shard-file check of a merged cache, for
+    callers that copy entries without reading their rows.
+    """
     path = Path(cache_path)
     if path.is_dir():
         raise FeatcacheError(f"{path} is a folder, not a cache file: give the .h5 file that "
@@ -45,6 +50,12 @@ def open_read(cache_path) -> h5py.File:
         f.close()
         raise FeatcacheError(f"{path} uses cache schema {int(version)}; this featcache reads up to "
                              f"{SCHEMA_VERSION}: upgrade featcache")
+    try:
+        if check_virtual:
+            check_sources(f, path)  # a merged cache must not read a missing shard as zeros
+    except BaseException:
+        f.close()
+        raise
     return f
 
 

@@ -174,7 +174,7 @@ def rewrite(cache_path, key: str):
             new.attrs.update({"schema_version": SCHEMA_VERSION, "featcache_version": __version__})
             root = new.create_group(ROOT)
             if path.exists():
-                with open_read(path) as old:
+                with open_read(path, check_virtual=False) as old:  # copied, not read
                     for other in old[ROOT]:
                         if other != key:
                             old.copy(old[ROOT][other], root, name=other)

@@ -25,15 +25,48 @@ from featcache.cli.app import cli
                    "(default flip,crop=0.8,color=0.2).")
 @click.option("--dtype", default=None,
               help="Stored precision: float32 (default, or the entry's own) or float16 (half the size).")
-def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed, views, augment, dtype):
+@click.option("--shard", default=None, metavar="i/N",
+              help="Embed only shard i of N into CACHE.shards/; `featcache merge` joins them.")
+@click.option("--ray", "address", default=None, is_flag=False, flag_value="auto",
+              metavar="[auto|ADDRESS]", help="Run one shard per worker on Ray, then merge.")
+@click.option("--workers", default=None, type=int, help="Ray workers (default: the cluster's CPUs).")
+@click.option("--gpus-per-worker", default=0.0, show_default=True, type=float,
+              help="GPUs per Ray worker; each sees its own via CUDA_VISIBLE_DEVICES.")
+def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed, views, augment, dtype,
+          shard, address, workers, gpus_per_worker):
     """Embed every image under DATA_DIR (one sub-folder per class) into a cache."""
+    from featcache.errors import FeatcacheError
+    options = dict(views=views, augment=augment, dtype=dtype)
+    if address is None and (workers is not None or gpus_per_worker):
+        raise FeatcacheError("--workers and --gpus-per-worker apply to --ray runs only")
+    if address is not None:
+        if shard is not None:
+            raise FeatcacheError("--shard and --ray do not mix: Ray picks the shards itself")
+        from featcache.runners.ray_runner import embed_on_ray
+        click.echo(str(embed_on_ray(data_dir, cache, address, workers, gpus_per_worker, backbone,
+                                    weights, batch_size, image_size, seed, **options)))
+        return
     from featcache.embedding import embed as run
     summary = run(data_dir, cache, backbone=backbone, weights=weights, batch_size=batch_size,
-                  image_size=image_size, seed=seed, views=views, augment=augment, dtype=dtype)
+                  image_size=image_size, seed=seed, shard=shard, **options)
     click.echo(str(summary))
+    if shard is not None:
+        from featcache.runners.devices import describe_devices
+        click.echo(f"shard {shard} embedded on: {describe_devices()}")
     if summary.failed:
         click.echo(f"{summary.failed} file(s) or folder(s) could not be embedded: "
                    f"`featcache info {cache}` lists why")
+
+
+@cli.command()
+@click.argument("cache", type=click.Path(path_type=str))
+@click.option("--copy", is_flag=True,
+              help="Copy the rows into CACHE (self-contained) instead of virtual datasets.")
+@click.option("--shards", default=None, type=int, help="Merge the shards of this N only.")
+def merge(cache, copy, shards):
+    """Assemble CACHE.shards/shard-i-of-N.h5 (from `embed --shard`) into CACHE."""
+    from featcache.cache.merge import merge as run
+    click.echo(str(run(cache, copy=copy, shards=shards)))
 
 
 def _mb(n: int) -> str:
