@@ -266,3 +266,18 @@ def test_cli_shard_says_which_device_the_shell_gave_it(shards, tiny_model, monke
     assert "shard-2-of-3.h5" in res.output and "hides every GPU" in res.output
     res = CliRunner().invoke(cli, ["merge", str(shards / "c.h5"), "--copy"])
     assert res.exit_code == 0 and "copied" in res.output
+
+
+def test_sharded_views_merge_to_the_single_process_views(tmp_path, tiny_model):
+    # views live in a subgroup of the entry: the merge carries them without knowing them
+    data = tmp_path / "data"
+    write_images(data, {"a": 4, "b": 3})
+    views = dict(views=2, augment="flip,crop=0.8", seed=3)
+    run_embed(data, tmp_path / "single.h5", tiny_model, **views)
+    for i in range(2):
+        run_embed(data, tmp_path / "c.h5", tiny_model, shard=f"{i}/2", **views)
+    featcache.merge(tmp_path / "c.h5")
+    merged = featcache.load_features(tmp_path / "c.h5", views=True)
+    single = featcache.load_features(tmp_path / "single.h5", views=True)
+    assert same(merged, single) and merged.views.shape == (7, 2, single.X.shape[1])
+    assert np.array_equal(merged.views, single.views)

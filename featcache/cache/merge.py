@@ -32,7 +32,9 @@ from featcache.cache.shards import find_shards, shard_of, shards_dir
 from featcache.cache.write import rewrite, writer_lock
 from featcache.errors import FeatcacheError
 
-PER_SHARD_ATTRS = {"data_dir"}  # may differ between machines that mount the data differently
+# data_dir may differ between machines that mount the data differently; the embed
+# time per image differs anyway (the merged entry gets the row-weighted mean)
+PER_SHARD_ATTRS = {"data_dir", "seconds_per_image"}
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,15 @@ def _merge_group(dst: h5py.Group, parts, copy: bool) -> None:
         else:
             _merge_dataset(dst, name, children, copy)
     dst.attrs.update(dict(parts[0][1].attrs))
+    _mean_seconds(dst, [g for _, g in parts])
+
+
+def _mean_seconds(dst: h5py.Group, groups) -> None:
+    """Row-weighted mean ``seconds_per_image`` of the shards that recorded it."""
+    timed = [(float(g.attrs["seconds_per_image"]), len(g["paths"])) for g in groups
+             if "seconds_per_image" in g.attrs and "paths" in g]
+    if timed and sum(n for _, n in timed):
+        dst.attrs["seconds_per_image"] = sum(t * n for t, n in timed) / sum(n for _, n in timed)
 
 
 def merge(cache_path, copy: bool = False, shards: int | None = None) -> MergeSummary:
