@@ -25,10 +25,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from heads_speed import timed  # noqa: E402  (one timing helper for every head benchmark)
 
 RESULTS = Path(__file__).parent / "results" / "augmented_sweep.json"
 
@@ -56,16 +58,6 @@ def make_features(n=5000, d=1280, k=10, views=5, seed=0):
     paths = np.array([f"c{c}/{i:05d}.png" for i, c in enumerate(y)])
     return Features(X, y.astype(np.int64), paths, [f"c{c}" for c in range(k)],
                     np.array([f"{i:064x}" for i in range(n)]), "synthetic", {}, V)
-
-
-def timed(fn, repeats):
-    """(median seconds, all times, last result)."""
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), [round(t, 2) for t in times], out
 
 
 def threaded_folds(feats, plan, augmented, n_jobs=2):
