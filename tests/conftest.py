@@ -130,3 +130,14 @@ def save_tiny_model(path, size=32, dim=8, seed=2):
 def tiny_model(tmp_path_factory):
     """Path of a tiny SavedModel backbone taking 32 px images (pass image_size=32)."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def kill_after_segments(proc, partial, pattern: str, n: int, timeout: float) -> list:
+    """SIGKILL ``proc`` once ``n`` journal segments match ``partial/pattern``; return them."""
+    import time
+    deadline = time.time() + timeout
+    while len(list(partial.glob(pattern))) < n and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no cleanup code runs
+    proc.wait()
+    return list(partial.glob(pattern))

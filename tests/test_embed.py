@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from PIL import Image
 
 import featcache
-from conftest import counting, lock_held_in_thread, write_images
+from conftest import counting, kill_after_segments, lock_held_in_thread, write_images
 from featcache.errors import FeatcacheError
 from featcache.journal import writer_lock
 
@@ -135,12 +134,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 
     victim, partial = tmp_path / "v.h5", tmp_path / "v.h5.partial"
     proc = _cli("embed", data, "-o", victim, *args)
-    deadline = time.time() + 120
-    while len(list(partial.glob("*/seg-*.npz"))) < 3 and time.time() < deadline:
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL: no cleanup code runs
-    proc.wait()
-    assert 3 <= len(list(partial.glob("*/seg-*.npz"))) < 10
+    assert 3 <= len(kill_after_segments(proc, partial, "*/seg-*.npz", 3, 120)) < 10
     assert not victim.exists() or h5py.File(victim, "r")  # a killed writer leaves no broken file
 
     done_before = 8 * len(list(partial.glob("*/seg-*.npz")))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
 import pytest
 
 import featcache
-from conftest import counting, write_images
+from conftest import counting, kill_after_segments, write_images
 from featcache.augment import augment_image, parse_augment, view_seeds
 from featcache.errors import FeatcacheError
 from tiny_backbone import tiny_backbone
@@ -248,12 +247,7 @@ def test_resume_after_kill_gives_bit_identical_views(tmp_path):
             "--seed", "4"]
     victim, partial = tmp_path / "v.h5", tmp_path / "v.h5.partial"
     proc = _cli("embed", data, "-o", victim, *args)
-    deadline = time.time() + 240
-    while len(list(partial.glob("*@*/seg-*.npz"))) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL: no cleanup code runs
-    proc.wait()
-    segs = list(partial.glob("*@*/seg-*.npz"))
+    segs = kill_after_segments(proc, partial, "*@*/seg-*.npz", 2, 240)
     assert 2 <= len(segs) and not victim.exists()
     out, err = _cli("embed", data, "-o", victim, *args).communicate(timeout=600)
     embedded, cached = map(int, re.search(r"embedded (\d+).*already cached (\d+)", out).groups())
