@@ -44,11 +44,13 @@ def explain_failure(path: str) -> str:
     return "TensorFlow's decoder rejected it (PIL can read it: re-save it as PNG or JPEG)"
 
 
-def image_dataset(paths, use_pil, size: int, batch_size: int):
+def image_dataset(paths, use_pil, size: int, batch_size: int, threads: int | None = None):
     """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
 
     Undecodable files are dropped from the stream; callers find them as gaps in
-    the row indices (see :func:`featcache.embedding.embed`).
+    the row indices (see :func:`featcache.embedding.embed`). ``threads`` gives
+    tf.data a private pool of that size (one op thread per decode), so decoding
+    shares the cores with a forward pass run outside TensorFlow (OpenVINO).
     """
     import tensorflow as tf
 
@@ -66,4 +68,10 @@ def image_dataset(paths, use_pil, size: int, batch_size: int):
 
     ds = tf.data.Dataset.from_tensor_slices((list(paths), list(use_pil), np.arange(len(paths))))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = int(threads)
+        options.threading.max_intra_op_parallelism = 1
+        ds = ds.with_options(options)
+    return ds

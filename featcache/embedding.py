@@ -1,6 +1,7 @@
 """Embed once: image folder -> frozen backbone -> HDF5 cache, resumable and incremental."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -11,13 +12,14 @@ from tqdm import tqdm
 
 from featcache.backbones import Backbone, resolve_backbone
 from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
-from featcache.cache.read import (EntryRows, damage_message, open_read, read_entry, read_failures,
-                                  read_paths, reading)
+from featcache.cache.read import (EntryRows, damage_message, entry_runtimes, open_read, read_entry,
+                                  read_failures, read_paths, reading)
 from featcache.cache.write import EntryWriter, entry_attrs, rewrite, write_failures
 from featcache.dataset import Scan, scan_folder
 from featcache.errors import FeatcacheError
 from featcache.journal import Journal, writer_lock
 from featcache.decode import explain_failure, image_dataset
+from featcache.runtime import check_runtime, thread_split, use_runtime
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,6 @@ class _Old:
 def _read_old(cache_path: Path, key: str) -> _Old:
     if not cache_path.exists():
         return _Old(set(), [], [])
-    import json
     with reading(cache_path) as f:
         if ROOT not in f or key not in f[ROOT]:
             return _Old(set(), [], [])
@@ -92,8 +93,9 @@ def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: 
     """Embed ``todo`` batch by batch into the journal; returns how many failed."""
     if not todo:
         return 0
+    threads = thread_split()[1] if backbone.runtime == "openvino" else None
     ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
-                       backbone.spec.input_size, batch_size)
+                       backbone.spec.input_size, batch_size, threads)
     with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}",
               disable=not progress, dynamic_ncols=True) as bar:  # closed on error too
         return _run_batches(backbone, ds, todo, journal, bar)
@@ -103,7 +105,7 @@ def _run_batches(backbone: Backbone, ds, todo, journal: Journal, bar) -> int:
     seen, n_failed = 0, 0
     empty = np.zeros((0, backbone.spec.feature_dim), np.float32)
     for images, idx in ds:
-        feats, idx = backbone.fn(images).numpy(), idx.numpy()
+        feats, idx = np.asarray(backbone.fn(images)), idx.numpy()
         # The stream drops undecodable files: a gap in the indices is a failure.
         gaps = sorted(set(range(seen, int(idx[-1]) + 1)) - set(idx.tolist()))
         failures = [(todo[i].rel, todo[i].sha256, explain_failure(todo[i].path)) for i in gaps]
@@ -124,7 +126,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
     Rows not in ``current`` and old rows listed in ``damaged`` (failed verification)
     are left out.
     """
-    written, failures = set(), {}
+    written, failures, runtimes = set(), {}, {backbone.runtime}
 
     def add(writer, X, paths, sha):
         keep = [i for i, row in enumerate(zip(paths, sha)) if row in current and row not in written]
@@ -140,6 +142,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
             with open_read(cache_path) as f:
                 if key in f.get(ROOT, {}):
                     old = f[ROOT][key]
+                    runtimes.update(entry_runtimes(old))
                     paths, sha = read_paths(old["paths"]), old["sha256"][:].astype(str).tolist()
                     for i in damaged:
                         paths[i] = None  # never matches a scanned file, so it is not copied
@@ -151,6 +154,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
             add(w, X, paths, sha)
             failures.update({(p, s): r for p, s, r in fails})
         write_failures(g, _target_failures(failures, scan, written))
+        g.attrs["runtimes"] = json.dumps(sorted(runtimes))  # information only: see runtime.py
 
 
 def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
@@ -162,7 +166,7 @@ def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
 
 def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = None,
           batch_size: int = 64, image_size: int | None = None, seed: int = 0,
-          progress: bool = True) -> EmbedSummary:
+          progress: bool = True, runtime: str = "auto", precision: str = "f32") -> EmbedSummary:
     """Embed every image under ``data_dir`` once and store the features in ``cache_path``.
 
     Re-running is cheap: images already cached (same relative path and sha256)
@@ -188,6 +192,11 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         Seed for random weights.
     progress : bool
         Show progress bars on stderr.
+    runtime : {"auto", "tensorflow", "openvino"}
+        Engine of the forward pass (see :func:`featcache.runtime.use_runtime`);
+        f32 features from either share one cache entry.
+    precision : {"f32", "bf16"}
+        ``bf16`` (OpenVINO, CPUs with bf16 only) is faster and gets its own entry.
 
     Returns
     -------
@@ -195,6 +204,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     """
     if int(batch_size) < 1:
         raise FeatcacheError(f"--batch-size must be at least 1, got {batch_size}")
+    check_runtime(runtime, precision)
     cache_path = Path(cache_path).expanduser()
     real = real_cache_path(cache_path)  # a symlink is written through, never replaced
     if real.is_dir():
@@ -205,7 +215,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         backbone, weights, image_size, seed)
     scan = scan_folder(data_dir, progress=progress)
     with writer_lock(real):  # before the model loads, so an unwritable output fails fast
-        bb = load()
+        bb = use_runtime(load(), runtime, precision)
         key = entry_key(bb.spec.name, bb.fingerprint)
         old = _read_old(real, key)
         journal = Journal(real, key)

@@ -56,7 +56,9 @@ def clip_features(n_classes=3, clips_per_class=8, frames=5, d=16, signal=1.0, ji
 
 
 def counting(backbone):
-    """The same backbone, recording how many images each call sees."""
+    """The same backbone on embed's default runtime, recording how many images each call sees."""
+    from featcache.runtime import use_runtime
+    backbone = use_runtime(backbone)  # converted first, so embed keeps the counting fn
     calls = []
 
     def fn(x):

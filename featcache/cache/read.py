@@ -194,6 +194,11 @@ def read_failures(group: h5py.Group) -> list[tuple[str, str, str]]:
     return list(zip(fg["path"].asstr()[:], fg["sha256"][:].astype(str), fg["reason"].asstr()[:]))
 
 
+def entry_runtimes(group: h5py.Group) -> list[str]:
+    """Runtimes that wrote an entry's rows (information only; empty before they were recorded)."""
+    return json.loads(group.attrs.get("runtimes", "[]"))
+
+
 def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
     rows = _verified(cache_path, key, g)
     names = json.loads(g.attrs["class_names"])
@@ -203,7 +208,8 @@ def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
             "rows": int(len(rows.labels)), "feature_dim": int(g.attrs["feature_dim"]),
             "class_counts": dict(zip(names, counts.tolist())), "checksums": rows.checked,
             "failures": [{"path": p, "reason": r} for p, _, r in read_failures(g)],
-            "feature_bytes": int(g["features"].id.get_storage_size())}
+            "feature_bytes": int(g["features"].id.get_storage_size()),
+            "runtimes": entry_runtimes(g)}
 
 
 def cache_info(cache_path) -> dict:

@@ -17,11 +17,16 @@ from featcache.cli.app import cli
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--image-size", default=None, type=int, help="Input side for hub modules (default 224).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for --weights none.")
-def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed):
+@click.option("--runtime", default="auto", show_default=True,
+              help="auto, tensorflow or openvino: the engine of the forward pass (f32 features "
+                   "from either share one cache entry).")
+@click.option("--precision", default="f32", show_default=True,
+              help="f32 or bf16 (OpenVINO on CPUs with bf16; its own cache entry).")
+def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed, runtime, precision):
     """Embed every image under DATA_DIR (one sub-folder per class) into a cache."""
     from featcache.embedding import embed as run
     summary = run(data_dir, cache, backbone=backbone, weights=weights, batch_size=batch_size,
-                  image_size=image_size, seed=seed)
+                  image_size=image_size, seed=seed, runtime=runtime, precision=precision)
     click.echo(str(summary))
     if summary.failed:
         click.echo(f"{summary.failed} file(s) or folder(s) could not be embedded: "
@@ -49,8 +54,10 @@ def info(cache):
                    "re-run the same `featcache embed` command to finish it")
     for e in report["entries"]:
         spec = e["spec"]
-        seed = f", seed {spec['seed']}" if spec.get("seed") is not None else ""
-        click.echo(f"\n[{e['key']}] {spec.get('name')} (weights {spec.get('weights')}{seed}) "
+        extra = f", seed {spec['seed']}" if spec.get("seed") is not None else ""
+        extra += f", precision {spec.get('precision', 'f32')}"
+        extra += f", runtime {'+'.join(e['runtimes'])}" if e.get("runtimes") else ""
+        click.echo(f"\n[{e['key']}] {spec.get('name')} (weights {spec.get('weights')}{extra}) "
                    f"{spec.get('input_size')}px -> {e['feature_dim']}-d, {e['rows']} rows, "
                    f"features {_mb(e['feature_bytes'])}")
         click.echo(f"  data: {e['data_dir']}")
