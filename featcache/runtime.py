@@ -44,15 +44,15 @@ def check_runtime(runtime: str, precision: str) -> None:
     if precision not in PRECISIONS:
         raise FeatcacheError(f"unknown precision={precision!r}: choose {', '.join(PRECISIONS)}")
     if precision == "bf16" and runtime == "tensorflow":
-        raise FeatcacheError("precision='bf16' runs on OpenVINO only: use runtime=openvino "
+        raise FeatcacheError("precision=bf16 runs on OpenVINO only: use runtime=openvino "
                              "(or auto), or precision=f32 with runtime=tensorflow")
     if precision == "bf16":
         core = openvino_core()
         if core is None:
-            raise FeatcacheError("precision='bf16' needs OpenVINO with a CPU device: pip install "
+            raise FeatcacheError("precision=bf16 needs OpenVINO with a CPU device: pip install "
                                  "openvino, or use precision=f32")
         if not cpu_has_bf16(core):
-            raise FeatcacheError(f"precision='bf16': this CPU ({cpu_description()['model']}) has "
+            raise FeatcacheError(f"precision=bf16: this CPU ({cpu_description()['model']}) has "
                                  "no bf16 support (AVX512_BF16 or AMX); use precision=f32")
 
 
@@ -117,7 +117,7 @@ def _with_precision(backbone: Backbone, precision: str) -> Backbone:
                                fingerprint=precision_fingerprint(backbone.fingerprint, spec.to_dict()))
 
 
-_COMPILED = {}  # (fingerprint, precision, threads) -> compiled model: the last few only
+_COMPILED = {}  # (fingerprint, graph id, precision, threads) -> compiled model: the last few
 _KEEP = 2
 
 
@@ -127,7 +127,7 @@ def _compile(core, backbone: Backbone, precision: str, threads: int):
     Equal fingerprints mean equal features, so a backbone embedded again in
     this process (a second ``embed`` call) reuses its compiled model.
     """
-    key = (backbone.fingerprint, precision, threads)
+    key = (backbone.fingerprint, id(backbone.graph_fn), precision, threads)
     if key not in _COMPILED:
         _COMPILED[key] = _convert(core, backbone, precision, threads)
         while len(_COMPILED) > _KEEP:
@@ -169,7 +169,7 @@ def _sane(backbone: Backbone, fn, precision: str) -> str | None:
 def _decline(runtime: str, precision: str, backbone: Backbone, why: str) -> Backbone:
     """OpenVINO cannot run this backbone: an error when asked for, else TensorFlow with a note."""
     if runtime == "openvino" or precision == "bf16":
-        asked = "runtime='openvino'" if runtime == "openvino" else "precision='bf16'"
+        asked = "runtime=openvino" if runtime == "openvino" else "precision=bf16"
         raise FeatcacheError(f"{asked}: OpenVINO cannot run backbone {backbone.spec.name} ({why}); "
                              "use runtime=tensorflow with precision=f32")
     logger.warning("OpenVINO cannot run backbone %s (%s); using TensorFlow: same features, "
@@ -209,7 +209,7 @@ def use_runtime(backbone: Backbone, runtime: str = "auto", precision: str = "f32
         if runtime == "auto":
             logger.info("OpenVINO is not available; embedding with TensorFlow")
             return backbone
-        raise FeatcacheError("runtime='openvino' needs OpenVINO with a CPU device: pip install "
+        raise FeatcacheError("runtime=openvino needs OpenVINO with a CPU device: pip install "
                              "openvino, or use runtime=tensorflow")
     try:
         fn = _compile(core, backbone, precision, threads or thread_split()[0])
@@ -218,5 +218,6 @@ def use_runtime(backbone: Backbone, runtime: str = "auto", precision: str = "f32
         return _decline(runtime, precision, backbone, f"conversion failed: {_short(exc)}")
     why = _sane(backbone, fn, precision)
     if why:
+        _COMPILED.clear()  # never reuse a model that failed the check
         return _decline(runtime, precision, backbone, why)
     return dataclasses.replace(_with_precision(backbone, precision), fn=fn, runtime="openvino")
