@@ -201,3 +201,9 @@ def test_decode_threads_option_reaches_tf_data(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # same pixels, fewer threads
 
 
+
+
+def test_thread_split_shares_the_cores_without_oversubscribing():
+    from featcache.runtime import thread_split
+    assert thread_split(2) == (1, 1) and thread_split(1) == (1, 1)
+    assert thread_split(16) == (8, 8) and thread_split(3) == (1, 2)
