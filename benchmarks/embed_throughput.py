@@ -6,7 +6,11 @@ generated folder of 640x480 JPEGs, MobileNetV2 with random weights (offline):
   raw       the plain Keras model's forward pass on already-decoded, resized tensors
   raw_frozen  featcache's forward function (weights frozen as constants) on the same tensors
   keras     keras.utils.image_dataset_from_directory -> model.predict -> np.save
-  featcache featcache.embed into a fresh cache (scan + hash + decode + forward + commit)
+  featcache featcache.embed into a fresh cache (scan + hash + decode + forward + commit),
+            forward pass on --runtime (default openvino), f32
+  featcache_tf    the same on runtime="tensorflow" (featcache's TF runtime)
+  featcache_bf16  the same in bf16 (OpenVINO, CPUs with bf16 only)
+  split_I_D       featcache on OpenVINO with I inference threads and D tf.data threads
 
 Repeats are interleaved and medians reported. Run:  python benchmarks/embed_throughput.py
 """
@@ -94,23 +98,39 @@ def run_keras(folder: Path, out: Path):
     return len(feats), time.perf_counter() - start
 
 
-def run_featcache(folder: Path, out: Path):
+def run_featcache(folder: Path, out: Path, runtime: str = "openvino", precision: str = "f32"):
     import tensorflow  # noqa: F401  imported before the clock starts, as in run_keras
 
     import featcache
     from featcache.backbones import get_backbone
-    start = time.perf_counter()
+    start = time.perf_counter()  # conversion to OpenVINO included
     bb = get_backbone("mobilenet_v2", weights="none")
-    s = featcache.embed(folder, out / "cache.h5", backbone=bb, batch_size=BATCH, progress=False)
+    s = featcache.embed(folder, out / "cache.h5", backbone=bb, batch_size=BATCH, progress=False,
+                        runtime=runtime, precision=precision)
     return s.embedded, time.perf_counter() - start, s.embed_seconds
+
+
+def run_split(folder: Path, out: Path, split: str):
+    """featcache on OpenVINO with I inference threads and D tf.data decode threads."""
+    import featcache.runtime as runtime
+    runtime.INFERENCE_THREADS, runtime.DATA_THREADS = map(int, split.split("_"))
+    return run_featcache(folder, out)
+
+
+def _runner(mode: str):
+    runtime = os.environ.get("BENCH_RUNTIME", "openvino")
+    if mode.startswith("split_"):
+        return lambda folder, out: run_split(folder, out, mode[len("split_"):])
+    return {"raw": run_raw, "raw_frozen": run_raw_frozen, "keras": run_keras,
+            "featcache": lambda f, o: run_featcache(f, o, runtime),
+            "featcache_tf": lambda f, o: run_featcache(f, o, "tensorflow"),
+            "featcache_bf16": lambda f, o: run_featcache(f, o, "openvino", "bf16")}[mode]
 
 
 def child(mode: str, folder: str) -> None:
     """Entry point of one measurement process: prints one JSON line."""
     with tempfile.TemporaryDirectory() as tmp:
-        n, seconds, *inner = {"raw": run_raw, "raw_frozen": run_raw_frozen, "keras": run_keras,
-                        "featcache": run_featcache}[mode](
-            Path(folder), Path(tmp))
+        n, seconds, *inner = _runner(mode)(Path(folder), Path(tmp))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # images_per_s: end to end (featcache and keras include building the model, scanning,
     # decoding and writing); pass_images_per_s: featcache's decode+forward+journal loop alone.
@@ -119,12 +139,12 @@ def child(mode: str, folder: str) -> None:
                       "peak_rss_mib": rss}))
 
 
-def measure(mode: str, folder: Path) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def measure(mode: str, folder: Path, runtime: str = "openvino") -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", BENCH_RUNTIME=runtime)
     out = subprocess.run([sys.executable, __file__, "--child", mode, str(folder)], env=env,
                          capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    print(f"  {mode:<9} {result['images']:>5} images  {result['images_per_s']:6.1f} images/s  "
+    print(f"  {mode:<14} {result['images']:>5} images  {result['images_per_s']:6.1f} images/s  "
           f"peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
     return result
 
@@ -136,28 +156,44 @@ def main() -> None:
     p.add_argument("--large", type=int, default=4000, help="folder size for the memory check")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "featcache_bench")
+    p.add_argument("--runtime", default="openvino", choices=["openvino", "tensorflow", "auto"],
+                   help="runtime of the 'featcache' mode")
+    p.add_argument("--splits", default="1_1,2_1,1_2",
+                   help="thread splits I_D (OpenVINO, tf.data) to measure besides the default")
     args = p.parse_args()
     if args.child:
         return child(*args.child)
 
+    from featcache.runtime import cpu_description, thread_split
+    cpu = cpu_description()
     small = make_jpegs(args.workdir, args.images)
-    runs = {"raw": [], "raw_frozen": [], "keras": [], "featcache": []}
+    modes = ["raw", "raw_frozen", "keras", "featcache_tf", "featcache"]
+    modes += ["featcache_bf16"] if cpu["avx512_bf16"] or cpu["amx"] else []
+    modes += [f"split_{s}" for s in args.splits.split(",") if s]
+    runs = {m: [] for m in modes}
     for r in range(args.repeats):
         print(f"repeat {r + 1}/{args.repeats} on {args.images} JPEGs (640x480)", flush=True)
         for mode in runs:
-            runs[mode].append(measure(mode, small))
+            runs[mode].append(measure(mode, small, args.runtime))
     med = {m: statistics.median(x["images_per_s"] for x in v) for m, v in runs.items()}
     med["featcache_pass"] = statistics.median(x["pass_images_per_s"] for x in runs["featcache"])
     print(f"memory check on {args.large} JPEGs", flush=True)
-    large = {m: measure(m, make_jpegs(args.workdir, args.large)) for m in ("featcache", "keras")}
+    large = {m: measure(m, make_jpegs(args.workdir, args.large), args.runtime)
+             for m in ("featcache", "keras")}
     result = {
-        "machine": f"{os.cpu_count()} cores", "backbone": "mobilenet_v2 (random weights)",
+        "machine": f"{os.cpu_count()} cores", "cpu": cpu, "runtime": args.runtime,
+        "default_thread_split": "_".join(map(str, thread_split())),
+        "backbone": "mobilenet_v2 (random weights)",
         "batch_size": BATCH, "images": args.images, "repeats": args.repeats,
         "median_images_per_s": med,
         "featcache_vs_raw": med["featcache"] / med["raw"],
         "featcache_pass_vs_raw": med["featcache_pass"] / med["raw"],
         "featcache_vs_keras": med["featcache"] / med["keras"],
         "featcache_vs_raw_frozen": med["featcache"] / med["raw_frozen"],
+        "featcache_vs_featcache_tf": med["featcache"] / med["featcache_tf"],
+        "featcache_tf_vs_keras": med["featcache_tf"] / med["keras"],
+        "bf16_vs_featcache": (med["featcache_bf16"] / med["featcache"]
+                              if "featcache_bf16" in med else None),
         "peak_rss_mib": {"featcache": {str(args.images): statistics.median(
             x["peak_rss_mib"] for x in runs["featcache"]), str(args.large): large["featcache"][
             "peak_rss_mib"]}, "keras": {str(args.images): statistics.median(
@@ -168,7 +204,11 @@ def main() -> None:
     print("\nmedian images/s: " + ", ".join(f"{m} {v:.1f}" for m, v in med.items()))
     print(f"featcache / raw forward   = {result['featcache_vs_raw']:.2f} end to end, "
           f"{result['featcache_pass_vs_raw']:.2f} embed pass alone  (target >= 0.85)")
-    print(f"featcache / keras+np.save = {result['featcache_vs_keras']:.2f}  (target >= 1.10)")
+    print(f"featcache ({args.runtime}) / keras+np.save = {result['featcache_vs_keras']:.2f}  "
+          "(target >= 1.8)")
+    print(f"featcache ({args.runtime}) / featcache tensorflow = "
+          f"{result['featcache_vs_featcache_tf']:.2f}  (target >= 1.6)")
+    print(f"CPU: {json.dumps(cpu)}")
     print(f"featcache / frozen forward = {result['featcache_vs_raw_frozen']:.2f}  (decode overhead)")
     print(f"peak RSS MiB: {json.dumps(result['peak_rss_mib'])}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

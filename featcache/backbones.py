@@ -37,11 +37,14 @@ class BackboneSpec:
     weights: str           # "imagenet", "none", a weights file, or the hub handle
     resize: str = RESIZE
     seed: int | None = None  # weights="none" only: the seed of the random init
+    precision: str = "f32"   # "bf16": OpenVINO reduced precision, its own cache entry
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if d["seed"] is None:
             del d["seed"]  # keeps the fingerprints of seedless specs as they were
+        if d["precision"] == "f32":
+            del d["precision"]  # f32 from any runtime shares the entry it always had
         return d
 
 
@@ -55,6 +58,7 @@ class Backbone:
     # for export: the Keras model or hub object behind ``fn``, and ``fn`` before freezing
     model: object = None
     graph_fn: Callable = None
+    runtime: str = "tensorflow"  # engine behind ``fn``: see featcache.runtime.use_runtime
 
 
 def _fingerprint(spec: BackboneSpec, weights_digest: str) -> str:

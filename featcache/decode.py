@@ -44,7 +44,8 @@ def explain_failure(path: str) -> str:
     return "TensorFlow's decoder rejected it (PIL can read it: re-save it as PNG or JPEG)"
 
 
-def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None):
+def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
+                  threads: int | None = None):
     """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
 
     Undecodable files are dropped from the stream; callers find them as gaps in
@@ -52,7 +53,9 @@ def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None):
     given, maps ``(decoded uint8 image, row index)`` to a tuple whose first
     item stacks several images (m, size, size, 3); the stream is then unbatched,
     so batches hold images of several rows (augmented views, see
-    :mod:`featcache.augment`).
+    :mod:`featcache.augment`). ``threads`` gives tf.data a private pool of that
+    size (one op thread per decode), so decoding shares the cores with a forward
+    pass run outside TensorFlow (OpenVINO).
     """
     import tensorflow as tf
 
@@ -74,4 +77,10 @@ def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None):
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
     if expand is not None:
         ds = ds.unbatch()
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = int(threads)
+        options.threading.max_intra_op_parallelism = 1
+        ds = ds.with_options(options)
+    return ds

@@ -111,18 +111,20 @@ def _expander(req: ViewRequest, sha: list, need, size: int):
 
 
 def run_views(backbone, todo, need, vrun: ViewRun, journal: Journal, batch_size: int,
-              step) -> int:
+              step, threads=None) -> int:
     """Embed the clean row and/or the K views of each ``todo`` image, as ``need`` says.
 
     ``need`` holds a (clean, views) pair of bools per image; ``step(n)`` is told
     of every n images finished (a progress bar's ``update``).
 
     Writes each batch's finished images to the two journals; returns how many
-    images failed to decode (recorded in the entry's journal).
+    images failed to decode (recorded in the entry's journal). ``threads``: see
+    :func:`featcache.decode.image_dataset`.
     """
     sha = [f.sha256 for f in todo]
     ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo], backbone.spec.input_size,
-                       batch_size, expand=_expander(vrun.req, sha, need, backbone.spec.input_size))
+                       batch_size, expand=_expander(vrun.req, sha, need, backbone.spec.input_size),
+                       threads=threads)
     acc = _Accumulator(todo, need, vrun.req.views, backbone.spec.feature_dim)
     for images, owner, which in ds:
         acc.add(backbone.fn(images).numpy(), owner.numpy(), which.numpy())

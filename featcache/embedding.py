@@ -1,6 +1,7 @@
 """Embed once: image folder -> frozen backbone -> HDF5 cache, resumable and incremental."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,14 +14,15 @@ from featcache.backbones import Backbone, resolve_backbone
 from featcache.cache.dtypes import entry_dtype, storage_dtype
 from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
 from featcache.cache.shards import in_shard, parse_shard, shard_path
-from featcache.cache.read import (EntryRows, damage_message, open_read, read_entry, read_failures,
-                                  read_paths, reading)
+from featcache.cache.read import (EntryRows, damage_message, entry_runtimes, open_read, read_entry,
+                                  read_failures, read_paths, reading)
 from featcache.cache.write import EntryWriter, entry_attrs, rewrite, write_failures
 from featcache.dataset import Scan, scan_folder
 from featcache.errors import FeatcacheError
 from featcache.journal import Journal, writer_lock
 from featcache.decode import explain_failure, image_dataset
 from featcache.embed_views import ViewRun, commit_views, run_views, view_request
+from featcache.runtime import check_runtime, thread_split, use_runtime
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,6 @@ class _Old:
 def _read_old(cache_path: Path, key: str) -> _Old:
     if not cache_path.exists():
         return _Old(set(), [], [])
-    import json
     with reading(cache_path) as f:
         if ROOT not in f or key not in f[ROOT]:
             return _Old(set(), [], [])
@@ -104,13 +105,14 @@ def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: 
         on_batch(0, len(todo))
     if not todo:
         return 0
+    threads = thread_split()[1] if backbone.runtime == "openvino" else None
     with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}",
               disable=not progress, dynamic_ncols=True) as bar:  # closed on error too
         step = bar.update if on_batch is None else _reporting(bar.update, on_batch, len(todo))
         if vrun is not None:
-            return run_views(backbone, todo, need, vrun, journal, batch_size, step)
+            return run_views(backbone, todo, need, vrun, journal, batch_size, step, threads)
         ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
-                           backbone.spec.input_size, batch_size)
+                           backbone.spec.input_size, batch_size, threads=threads)
         return _run_batches(backbone, ds, todo, journal, step)
 
 
@@ -130,7 +132,7 @@ def _run_batches(backbone: Backbone, ds, todo, journal: Journal, step) -> int:
     seen, n_failed = 0, 0
     empty = np.zeros((0, backbone.spec.feature_dim), np.float32)
     for images, idx in ds:
-        feats, idx = backbone.fn(images).numpy(), idx.numpy()
+        feats, idx = np.asarray(backbone.fn(images)), idx.numpy()
         # The stream drops undecodable files: a gap in the indices is a failure.
         gaps = sorted(set(range(seen, int(idx[-1]) + 1)) - set(idx.tolist()))
         failures = [(todo[i].rel, todo[i].sha256, explain_failure(todo[i].path)) for i in gaps]
@@ -154,7 +156,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
     pass of this call; None when it embedded no clean rows alone, then the old value
     is kept) becomes an entry attribute.
     """
-    written, failures = set(), {}
+    written, failures, runtimes = set(), {}, {backbone.runtime}
 
     def add(writer, X, paths, sha):
         keep = [i for i, row in enumerate(zip(paths, sha)) if row in current and row not in written]
@@ -170,6 +172,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
             with open_read(cache_path) as f:
                 if key in f.get(ROOT, {}):
                     old = f[ROOT][key]
+                    runtimes.update(entry_runtimes(old))
                     if seconds_per_image is None:
                         seconds_per_image = old.attrs.get("seconds_per_image")
                     paths, sha = read_paths(old["paths"]), old["sha256"][:].astype(str).tolist()
@@ -186,6 +189,7 @@ def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal:
         commit_views(cache_path, key, g, written, scan.class_names, dtype, vrun)
         if seconds_per_image is not None:
             g.attrs["seconds_per_image"] = float(seconds_per_image)
+        g.attrs["runtimes"] = json.dumps(sorted(runtimes))  # information only: see runtime.py
 
 
 def _target_failures(failures: dict, scan: Scan, written=frozenset()) -> list:
@@ -221,7 +225,8 @@ def _plan(scan: Scan, skip: set, failed: set, vrun: ViewRun | None):
 def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = None,
           batch_size: int = 64, image_size: int | None = None, seed: int = 0,
           progress: bool = True, views: int | None = None, augment: str | None = None,
-          dtype: str | None = None, shard=None, on_batch=None) -> EmbedSummary:
+          dtype: str | None = None, shard=None, on_batch=None, runtime: str = "auto",
+          precision: str = "f32") -> EmbedSummary:
     """Embed every image under ``data_dir`` once and store the features in ``cache_path``.
 
     Re-running is cheap: images already cached (same relative path and sha256)
@@ -264,6 +269,11 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         :func:`featcache.merge` assembles the shards into ``cache_path``.
     on_batch : callable, optional
         Called as ``on_batch(done, total)`` with the images of this call so far.
+    runtime : {"auto", "tensorflow", "openvino"}
+        Engine of the forward pass (see :func:`featcache.runtime.use_runtime`);
+        f32 features from either share one cache entry.
+    precision : {"f32", "bf16"}
+        ``bf16`` (OpenVINO, CPUs with bf16 only) is faster and gets its own entry.
 
     Returns
     -------
@@ -271,6 +281,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     """
     if int(batch_size) < 1:
         raise FeatcacheError(f"--batch-size must be at least 1, got {batch_size}")
+    check_runtime(runtime, precision)
     cache_path = Path(cache_path).expanduser()
     select = None
     if shard is not None:
@@ -286,7 +297,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         backbone, weights, image_size, seed)
     scan = scan_folder(data_dir, progress=progress, select=select)
     with writer_lock(real):  # before the model loads, so an unwritable output fails fast
-        bb = load()
+        bb = use_runtime(load(), runtime, precision)
         key = entry_key(bb.spec.name, bb.fingerprint)
         old = _read_old(real, key)
         store = entry_dtype(old.dtype, asked_dtype, f"{cache_path}: entry {key}")

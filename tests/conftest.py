@@ -55,8 +55,19 @@ def clip_features(n_classes=3, clips_per_class=8, frames=5, d=16, signal=1.0, ji
                     spec={"name": "synthetic"})
 
 
+def keras_reference(data_dir, size, preprocess, model):
+    """What a user writes with plain Keras: the parity target."""
+    import keras
+    ds = keras.utils.image_dataset_from_directory(
+        data_dir, image_size=(size, size), interpolation="bilinear", shuffle=False, batch_size=16)
+    feats = [np.asarray(model(preprocess(x), training=False)) for x, _ in ds]
+    return np.concatenate(feats), np.array(ds.file_paths), ds.class_names
+
+
 def counting(backbone):
-    """The same backbone, recording how many images each call sees."""
+    """The same backbone on embed's default runtime, recording how many images each call sees."""
+    from featcache.runtime import use_runtime
+    backbone = use_runtime(backbone)  # converted first, so embed keeps the counting fn
     calls = []
 
     def fn(x):

@@ -11,18 +11,10 @@ import pytest
 from PIL import Image
 
 import featcache
-from conftest import counting, kill_after_segments, lock_held_in_thread, write_images
+from conftest import (counting, keras_reference, kill_after_segments, lock_held_in_thread,
+                      write_images)
 from featcache.errors import FeatcacheError
 from featcache.journal import writer_lock
-
-
-def _keras_reference(data_dir, size, preprocess, model):
-    """What a user writes with plain Keras: the parity target."""
-    import keras
-    ds = keras.utils.image_dataset_from_directory(
-        data_dir, image_size=(size, size), interpolation="bilinear", shuffle=False, batch_size=16)
-    feats = [np.asarray(model(preprocess(x), training=False)) for x, _ in ds]
-    return np.concatenate(feats), np.array(ds.file_paths), ds.class_names
 
 
 def test_features_match_plain_keras(tmp_path, mobilenet):
@@ -38,7 +30,7 @@ def test_features_match_plain_keras(tmp_path, mobilenet):
     keras.utils.set_random_seed(0)  # the seed featcache uses for weights="none"
     model = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg",
                                            input_shape=(224, 224, 3))
-    ref, ref_paths, ref_classes = _keras_reference(
+    ref, ref_paths, ref_classes = keras_reference(
         data, 224, keras.applications.mobilenet_v2.preprocess_input, model)
     got = featcache.load_features(tmp_path / "c.h5")
     assert got.class_names == ref_classes
@@ -260,7 +252,7 @@ def test_inception_v3_parity_and_spec(tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
                                            input_shape=(299, 299, 3))
-    ref, _, _ = _keras_reference(data, 299, keras.applications.inception_v3.preprocess_input, model)
+    ref, _, _ = keras_reference(data, 299, keras.applications.inception_v3.preprocess_input, model)
     got = featcache.load_features(tmp_path / "c.h5")
     assert got.X.shape == (3, 2048)
     diff = np.abs(got.X - ref).max()

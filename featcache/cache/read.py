@@ -222,6 +222,11 @@ def read_failures(group: h5py.Group) -> list[tuple[str, str, str]]:
     return list(zip(fg["path"].asstr()[:], fg["sha256"][:].astype(str), fg["reason"].asstr()[:]))
 
 
+def entry_runtimes(group: h5py.Group) -> list[str]:
+    """Runtimes that wrote an entry's rows (information only; empty before they were recorded)."""
+    return json.loads(group.attrs.get("runtimes", "[]"))
+
+
 def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
     from featcache.cache.views import views_info
     rows = _verified(cache_path, key, g)
@@ -234,7 +239,8 @@ def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
             "failures": [{"path": p, "reason": r} for p, _, r in read_failures(g)],
             "seconds_per_image": _seconds_per_image(g),
             "feature_bytes": int(g["features"].id.get_storage_size()),
-            "dtype": str(g["features"].dtype), "views": views_info(cache_path, g)}
+            "dtype": str(g["features"].dtype), "views": views_info(cache_path, g),
+            "runtimes": entry_runtimes(g)}
 
 
 def cache_info(cache_path) -> dict:

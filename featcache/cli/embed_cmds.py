@@ -32,11 +32,16 @@ from featcache.cli.app import cli
 @click.option("--workers", default=None, type=int, help="Ray workers (default: the cluster's CPUs).")
 @click.option("--gpus-per-worker", default=0.0, show_default=True, type=float,
               help="GPUs per Ray worker; each sees its own via CUDA_VISIBLE_DEVICES.")
+@click.option("--runtime", default="auto", show_default=True,
+              help="auto, tensorflow or openvino: the engine of the forward pass (f32 features "
+                   "from either share one cache entry).")
+@click.option("--precision", default="f32", show_default=True,
+              help="f32 or bf16 (OpenVINO on CPUs with bf16; its own cache entry).")
 def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed, views, augment, dtype,
-          shard, address, workers, gpus_per_worker):
+          shard, address, workers, gpus_per_worker, runtime, precision):
     """Embed every image under DATA_DIR (one sub-folder per class) into a cache."""
     from featcache.errors import FeatcacheError
-    options = dict(views=views, augment=augment, dtype=dtype)
+    options = dict(views=views, augment=augment, dtype=dtype, runtime=runtime, precision=precision)
     if address is None and (workers is not None or gpus_per_worker):
         raise FeatcacheError("--workers and --gpus-per-worker apply to --ray runs only")
     if address is not None:
@@ -90,9 +95,11 @@ def info(cache):
                    "re-run the same `featcache embed` command to finish it")
     for e in report["entries"]:
         spec = e["spec"]
-        seed = f", seed {spec['seed']}" if spec.get("seed") is not None else ""
+        extra = f", seed {spec['seed']}" if spec.get("seed") is not None else ""
+        extra += f", precision {spec.get('precision', 'f32')}"
+        extra += f", runtime {'+'.join(e['runtimes'])}" if e.get("runtimes") else ""
         half = f" {e['dtype']}" if e.get("dtype", "float32") != "float32" else ""
-        click.echo(f"\n[{e['key']}] {spec.get('name')} (weights {spec.get('weights')}{seed}) "
+        click.echo(f"\n[{e['key']}] {spec.get('name')} (weights {spec.get('weights')}{extra}) "
                    f"{spec.get('input_size')}px -> {e['feature_dim']}-d, {e['rows']} rows, "
                    f"features {_mb(e['feature_bytes'])}{half}")
         for v in e.get("views", []):
