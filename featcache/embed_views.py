@@ -127,7 +127,7 @@ def run_views(backbone, todo, need, vrun: ViewRun, journal: Journal, batch_size:
                        threads=threads)
     acc = _Accumulator(todo, need, vrun.req.views, backbone.spec.feature_dim)
     for images, owner, which in ds:
-        acc.add(backbone.fn(images).numpy(), owner.numpy(), which.numpy())
+        acc.add(np.asarray(backbone.fn(images)), owner.numpy(), which.numpy())  # OpenVINO: numpy
         step(acc.flush(journal, vrun, last=False))
     step(acc.flush(journal, vrun, last=True))
     return acc.failed

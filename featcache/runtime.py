@@ -147,8 +147,12 @@ def _convert(core, backbone: Backbone, precision: str, threads: int):
     source = backbone.graph_fn if backbone.graph_fn is not None else backbone.model
     if source is None:
         raise ValueError("the backbone has no TensorFlow graph or model to convert")
-    # share_weights=False: the compiled model may outlive the TensorFlow objects.
-    return core.compile_model(ov.convert_model(source, share_weights=False), "CPU", {
+    root_level = logging.getLogger().level
+    try:  # share_weights=False: the compiled model may outlive the TensorFlow objects
+        model = ov.convert_model(source, share_weights=False)
+    finally:  # a failed conversion raises the root logger to ERROR, silencing our notes
+        logging.getLogger().setLevel(root_level)
+    return core.compile_model(model, "CPU", {
         "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": int(threads),
         "PERFORMANCE_HINT": "LATENCY"})
 

@@ -120,9 +120,11 @@ def test_unconvertible_model_falls_back_with_note_or_fails_when_forced(tmp_path,
     handle = _saved_model(tmp_path / "lgamma", tf.math.lgamma)  # no OpenVINO conversion rule
     write_images(tmp_path / "data", {"a": 2, "b": 2})
     cache = tmp_path / "c.h5"
+    root_level = logging.getLogger().level
     with caplog.at_level(logging.WARNING, logger="featcache.runtime"):
         s = featcache.embed(tmp_path / "data", cache, backbone=handle, progress=False)
     assert s.embedded == 4 and "Lgamma" in caplog.text and "using TensorFlow" in caplog.text
+    assert logging.getLogger().level == root_level  # OpenVINO's failure must not mute notes
     assert featcache.cache_info(cache)["entries"][0]["runtimes"] == ["tensorflow"]
     before = cache.read_bytes()
     write_images(tmp_path / "data", {"b": 3}, seed=2)

@@ -384,4 +384,4 @@ def test_info_tells_random_weight_entries_apart_by_seed(tmp_path):
                         backbone=get_backbone("mobilenet_v2", weights="none", seed=seed))
     r = CliRunner().invoke(cli, ["info", str(tmp_path / "c.h5")])
     assert r.exit_code == 0, r.output
-    assert "(weights none, seed 0)" in r.output and "(weights none, seed 1)" in r.output
+    assert "(weights none, seed 0," in r.output and "(weights none, seed 1," in r.output

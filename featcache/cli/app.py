@@ -45,13 +45,17 @@ class _Group(click.Group):
         flags = flag_names(self)
         handler = _Echo(flags)
         log = logging.getLogger("featcache")
+        level = log.level
         log.addHandler(handler)
+        # notes must not depend on the root logger's level (libraries change it)
+        log.setLevel(min(level or logging.WARNING, logging.WARNING))
         try:
             return super().invoke(ctx)
         except FeatcacheError as exc:
             raise click.ClickException(as_flags(str(exc), flags)) from None
         finally:
             log.removeHandler(handler)
+            log.setLevel(level)
 
 
 @click.group(cls=_Group)
