@@ -205,7 +205,7 @@ def test_decode_threads_option_reaches_tf_data(tmp_path):
 
 
 
-def test_thread_split_shares_the_cores_without_oversubscribing():
+def test_thread_split_gives_both_pools_every_core():
     from featcache.runtime import thread_split
-    assert thread_split(2) == (1, 1) and thread_split(1) == (1, 1)
-    assert thread_split(16) == (8, 8) and thread_split(3) == (1, 2)
+    assert thread_split(2) == (2, 2) and thread_split(1) == (1, 1)
+    assert thread_split(16) == (16, 16)
