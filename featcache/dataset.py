@@ -37,12 +37,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageFile:
-    """One image found by the scan."""
+    """One image found by the scan (``sha256`` "" and ``use_pil`` None: deferred, not read)."""
 
     rel: str          # relative path, '/'-separated; first part is the class folder
     path: str         # absolute path
     sha256: str
-    use_pil: bool     # decode with PIL (see _TF_SAFE) instead of tf.io.decode_image
+    use_pil: bool | None  # decode with PIL (see _TF_SAFE) instead of tf.io.decode_image
 
 
 @dataclass
@@ -55,6 +55,19 @@ class Scan:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (rel, sha256, reason)
     notes: list[str] = field(default_factory=list)  # things Keras would skip silently
     unlisted: list[str] = field(default_factory=list)  # folders that could not be listed
+    pending: list[ImageFile] = field(default_factory=list)  # deferred: read by the decoder
+    may_be_empty: bool = False  # one shard's part of a folder: no images is no error
+
+    def resolve(self, found, failed) -> Scan:
+        """This scan once the decoder read its pending files: ``found`` images, ``failed`` others.
+
+        Raises like :func:`scan_folder` when no file at all is an image.
+        """
+        files, failures = self.files + list(found), self.failures + list(failed)
+        if not files and not self.may_be_empty:
+            raise no_images(self.root, failures)
+        return Scan(self.root, self.class_names, files, failures, self.notes, self.unlisted,
+                    may_be_empty=self.may_be_empty)
 
     @cached_property
     def rows(self) -> frozenset:
@@ -120,6 +133,11 @@ def inspect_file(path: Path, rel: str):
         data = path.read_bytes()
     except OSError as exc:
         return None, (display_name(rel), "", f"unreadable: {exc.strerror}")
+    return inspect_bytes(data, path, rel)
+
+
+def inspect_bytes(data: bytes, path, rel: str):
+    """:func:`inspect_file` of bytes already read (the decoder reads deferred files once)."""
     sha = hashlib.sha256(data).hexdigest()
     if display_name(rel) != rel:  # tf.data and the cache's UTF-8 strings cannot carry it
         return None, (display_name(rel), sha, _BAD_NAME)
@@ -131,6 +149,13 @@ def inspect_file(path: Path, rel: str):
     except Exception as exc:  # PIL raises many types for bad headers (incl. decompression bombs)
         return None, (rel, sha, f"unreadable image header: {exc}")
     return ImageFile(rel, str(path), sha, use_pil), None
+
+
+def no_images(root, failures) -> FeatcacheError:
+    """The error for a folder with no image at all."""
+    unlisted = [f for f in failures if f[2].startswith("cannot list folder")]
+    return FeatcacheError(f"no images found under {root} ({len(failures)} other files"
+                          + "".join(f"; {p}: {r}" for p, _, r in unlisted[:3]) + ")")
 
 
 def _is_hidden(name: str) -> bool:
@@ -207,7 +232,7 @@ def list_classes(root: Path, entries=None, min_classes: int = 2) -> list[str]:
 
 
 def scan_folder(data_dir, workers: int = 4, progress: bool = True, min_classes: int = 2,
-                select=None) -> Scan:
+                select=None, defer=None) -> Scan:
     """Find, hash and sniff every image under ``data_dir``.
 
     Parameters
@@ -224,6 +249,11 @@ def scan_folder(data_dir, workers: int = 4, progress: bool = True, min_classes: 
         Keep only the relative paths (files, and folders that cannot be listed) it
         is true for, before hashing: one shard's part of the folder. Class names
         stay those of the whole folder, and an empty selection is no error.
+    defer : callable, optional
+        ``defer(rel)`` true: the file is not read here but listed in ``Scan.pending``
+        for a reader that hashes and sniffs it from the bytes it decodes, so it is
+        read once (``embed`` defers the files its cache has never seen; see
+        :meth:`Scan.resolve`).
 
     Returns
     -------
@@ -240,16 +270,20 @@ def scan_folder(data_dir, workers: int = 4, progress: bool = True, min_classes: 
     everything = len(rels) + len(unlisted)
     if select is not None:
         rels, unlisted = [r for r in rels if select(r)], [u for u in unlisted if select(u[0])]
+    later = [defer is not None and display_name(r) == r and bool(defer(r)) for r in rels]
+    pending = [ImageFile(r, str(root / r), "", None) for r, d in zip(rels, later) if d]
+    rels = [r for r, d in zip(rels, later) if not d]
     with ThreadPoolExecutor(workers) as pool:
         results = list(tqdm(pool.map(lambda r: inspect_file(root / r, r), rels), total=len(rels),
                             desc="scan", unit="file", disable=not progress or len(rels) < 200,
                             leave=False))
     files = [f for f, _ in results if f is not None]
     failures = unlisted + [bad for _, bad in results if bad is not None]
-    if not files and (select is None or not everything):
-        raise FeatcacheError(f"no images found under {root} ({len(failures)} other files"
-                             + "".join(f"; {p}: {r}" for p, _, r in unlisted[:3]) + ")")
+    may_be_empty = select is not None and bool(everything)
+    if not files and not pending and not may_be_empty:
+        raise no_images(root, failures)
     notes = _root_images(root, entries)
     for note in notes:
         logger.warning(note)
-    return Scan(root, classes, files, failures, notes, [p for p, _, _ in unlisted])
+    return Scan(root, classes, files, failures, notes, [p for p, _, _ in unlisted], pending,
+                may_be_empty)

@@ -9,6 +9,7 @@ instead, then resized the same way.
 """
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -44,6 +45,40 @@ def explain_failure(path: str) -> str:
     return "TensorFlow's decoder rejected it (PIL can read it: re-save it as PNG or JPEG)"
 
 
+def _decode(data, pil):
+    """uint8 (h, w, 3) from a file's bytes: TensorFlow's decoder, or PIL's for flagged files."""
+    import tensorflow as tf
+    img = tf.cond(pil, lambda: tf.numpy_function(lambda b: pil_rgb(io.BytesIO(b)), [data],
+                                                 tf.uint8, stateful=False),
+                  lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+    return tf.ensure_shape(img, [None, None, 3])
+
+
+def _resize(img, size: int):
+    import tensorflow as tf
+    return tf.image.resize(img, (size, size), method="bilinear")
+
+
+def _pipeline(columns, load, batch_size: int, threads, unbatch: bool = False):
+    """``columns`` -> ``load`` (undecodable rows dropped) -> batches, on ``threads`` if given."""
+    import tensorflow as tf
+    # Beside OpenVINO, tf.data's autotuner misjudges the busy cores: half of the runs left
+    # inference waiting 40% of the time (98 vs 160 images/s, 2 cores). Fixed sizes do not.
+    parallel = int(threads) if threads else tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    ds = ds.map(load, num_parallel_calls=parallel, deterministic=True).ignore_errors()
+    if unbatch:
+        ds = ds.unbatch()
+    ds = ds.batch(batch_size).prefetch(2 if threads else tf.data.AUTOTUNE)
+    if threads:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        options.threading.private_threadpool_size = int(threads)
+        options.threading.max_intra_op_parallelism = 1
+        ds = ds.with_options(options)
+    return ds
+
+
 def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
                   threads: int | None = None):
     """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
@@ -59,32 +94,46 @@ def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
     """
     import tensorflow as tf
 
-    def tf_decode(path):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return tf.ensure_shape(img, [None, None, 3])
-
-    def pil_decode(path):
-        img = tf.numpy_function(lambda p: pil_rgb(os.fsdecode(p)), [path], tf.uint8, stateful=False)
-        return tf.ensure_shape(img, [None, None, 3])
-
     def load(path, pil, i):
-        img = tf.cond(pil, lambda: pil_decode(path), lambda: tf_decode(path))
-        if expand is not None:
-            return expand(img, i)
-        return tf.image.resize(img, (size, size), method="bilinear"), i
+        img = _decode(tf.io.read_file(path), pil)
+        return expand(img, i) if expand is not None else (_resize(img, size), i)
 
-    # Beside OpenVINO, tf.data's autotuner misjudges the busy cores: half of the runs left
-    # inference waiting 40% of the time (98 vs 160 images/s, 2 cores). Fixed sizes do not.
-    parallel = int(threads) if threads else tf.data.AUTOTUNE
-    ds = tf.data.Dataset.from_tensor_slices((list(paths), list(use_pil), np.arange(len(paths))))
-    ds = ds.map(load, num_parallel_calls=parallel, deterministic=True).ignore_errors()
-    if expand is not None:
-        ds = ds.unbatch()
-    ds = ds.batch(batch_size).prefetch(2 if threads else tf.data.AUTOTUNE)
-    if threads:
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        options.threading.private_threadpool_size = int(threads)
-        options.threading.max_intra_op_parallelism = 1
-        ds = ds.with_options(options)
-    return ds
+    columns = (list(paths), list(use_pil), np.arange(len(paths)))
+    return _pipeline(columns, load, batch_size, threads, unbatch=expand is not None)
+
+
+def _read_deferred(path, rel):
+    """``(bytes, sha256, use_pil)`` of a file the scan deferred, from its one read."""
+    from featcache.dataset import inspect_bytes
+    with open(os.fsdecode(path), "rb") as f:
+        data = f.read()
+    image, failure = inspect_bytes(data, os.fsdecode(path), os.fsdecode(rel))
+    if image is None:
+        raise ValueError(failure[2])  # dropped from the stream; embed records why
+    return data, image.sha256, image.use_pil
+
+
+def file_dataset(files, size: int, batch_size: int, threads: int | None = None):
+    """Batches of ``(images, row indices, sha256, use_pil)`` of scanned or deferred files.
+
+    Files the scan deferred (:class:`~featcache.dataset.ImageFile` with
+    ``use_pil`` None) are hashed and sniffed here from the bytes that are
+    decoded, so every file is read once. Files that cannot be read, are not
+    images or cannot be decoded are dropped, as in :func:`image_dataset`.
+    """
+    import tensorflow as tf
+
+    def deferred(path, rel):
+        out = tf.numpy_function(_read_deferred, [path, rel], [tf.string, tf.string, tf.bool],
+                                stateful=False)
+        return tuple(tf.ensure_shape(t, []) for t in out)
+
+    def load(path, rel, later, sha, pil, i):
+        data, sha, pil = tf.cond(later, lambda: deferred(path, rel),
+                                 lambda: (tf.io.read_file(path), sha, pil))
+        return _resize(_decode(data, pil), size), i, sha, pil
+
+    columns = ([f.path for f in files], [f.rel for f in files],
+               [f.use_pil is None for f in files], [f.sha256 for f in files],
+               [bool(f.use_pil) for f in files], np.arange(len(files)))
+    return _pipeline(columns, load, batch_size, threads)

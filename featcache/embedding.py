@@ -1,6 +1,7 @@
 """Embed once: image folder -> frozen backbone -> HDF5 cache, resumable and incremental."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -17,10 +18,10 @@ from featcache.cache.shards import in_shard, parse_shard, shard_path
 from featcache.cache.read import (EntryRows, damage_message, entry_runtimes, open_read, read_entry,
                                   read_failures, read_paths, reading)
 from featcache.cache.write import EntryWriter, entry_attrs, rewrite, write_failures
-from featcache.dataset import Scan, scan_folder
+from featcache.dataset import Scan, inspect_file, list_classes, scan_folder
 from featcache.errors import FeatcacheError
 from featcache.journal import Journal, writer_lock
-from featcache.decode import explain_failure, image_dataset
+from featcache.decode import explain_failure, file_dataset
 from featcache.embed_views import ViewRun, commit_views, run_views, view_request
 from featcache.runtime import check_runtime, thread_split, use_runtime
 
@@ -100,19 +101,22 @@ def _read_rows(cache_path: Path, key: str, group) -> EntryRows:
 
 def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: bool,
          vrun: ViewRun | None = None, need=None, on_batch=None) -> int:
-    """Embed ``todo`` batch by batch into the journal(s); returns how many failed."""
+    """Embed ``todo`` batch by batch into the journal(s).
+
+    Returns ``(failed, found, not_images)``: how many failed, and what the
+    decoder's read found the deferred files to be (see :meth:`Scan.resolve`).
+    """
     if on_batch is not None:
         on_batch(0, len(todo))
     if not todo:
-        return 0
+        return 0, [], []
     threads = thread_split()[1] if backbone.runtime == "openvino" else None
     with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}",
               disable=not progress, dynamic_ncols=True) as bar:  # closed on error too
         step = bar.update if on_batch is None else _reporting(bar.update, on_batch, len(todo))
         if vrun is not None:
-            return run_views(backbone, todo, need, vrun, journal, batch_size, step, threads)
-        ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo],
-                           backbone.spec.input_size, batch_size, threads=threads)
+            return run_views(backbone, todo, need, vrun, journal, batch_size, step, threads), [], []
+        ds = file_dataset(todo, backbone.spec.input_size, batch_size, threads=threads)
         return _run_batches(backbone, ds, todo, journal, step)
 
 
@@ -128,22 +132,38 @@ def _reporting(update, on_batch, total: int):
     return step
 
 
-def _run_batches(backbone: Backbone, ds, todo, journal: Journal, step) -> int:
-    seen, n_failed = 0, 0
+def _run_batches(backbone: Backbone, ds, todo, journal: Journal, step):
+    seen, n_failed, found, not_images = 0, 0, [], []
     empty = np.zeros((0, backbone.spec.feature_dim), np.float32)
-    for images, idx in ds:
+
+    def failures(rows):
+        """Why each dropped file failed; a deferred one is read again (failures only)."""
+        out = []
+        for f in rows:
+            if f.use_pil is None:
+                f, bad = inspect_file(Path(f.path), f.rel)
+                if f is None:  # unreadable or not an image: a scan failure, as if scanned
+                    not_images.append(bad)
+                    continue
+                found.append(f)
+            out.append((f.rel, f.sha256, explain_failure(f.path)))
+        return out
+
+    for images, idx, sha, pil in ds:
         feats, idx = np.asarray(backbone.fn(images)), idx.numpy()
+        sha, pil = [s.decode() for s in sha.numpy()], pil.numpy()
+        found += [dataclasses.replace(todo[i], sha256=s, use_pil=bool(p))
+                  for i, s, p in zip(idx, sha, pil) if todo[i].use_pil is None]
         # The stream drops undecodable files: a gap in the indices is a failure.
         gaps = sorted(set(range(seen, int(idx[-1]) + 1)) - set(idx.tolist()))
-        failures = [(todo[i].rel, todo[i].sha256, explain_failure(todo[i].path)) for i in gaps]
-        journal.write(feats, [todo[i].rel for i in idx], [todo[i].sha256 for i in idx], failures)
+        journal.write(feats, [todo[i].rel for i in idx], sha, failures([todo[i] for i in gaps]))
         seen, n_failed = int(idx[-1]) + 1, n_failed + len(gaps)
         step(len(idx) + len(gaps))
-    tail = [(f.rel, f.sha256, explain_failure(f.path)) for f in todo[seen:]]
+    tail = failures(todo[seen:])
     if tail:
         journal.write(empty, [], [], tail)
-        step(len(tail))
-    return n_failed + len(tail)
+    step(len(todo) - seen)
+    return n_failed + len(todo) - seen, found, not_images
 
 
 def _commit(cache_path: Path, key: str, backbone: Backbone, scan: Scan, journal: Journal,
@@ -210,8 +230,8 @@ def _changed(old: _Old, scan: Scan, vrun: ViewRun | None) -> bool:
 
 def _plan(scan: Scan, skip: set, failed: set, vrun: ViewRun | None):
     """Images to run and, with views, whether each needs its (clean row, views)."""
-    if vrun is None:
-        return [f for f in scan.files if (f.rel, f.sha256) not in skip], None
+    if vrun is None:  # deferred files were never embedded: all of them run
+        return [f for f in scan.files if (f.rel, f.sha256) not in skip] + scan.pending, None
     todo, need = [], []
     for f in scan.files:
         row = (f.rel, f.sha256)
@@ -295,7 +315,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     req, asked_dtype = view_request(views, augment, seed), storage_dtype(dtype)
     load = (lambda: backbone) if isinstance(backbone, Backbone) else resolve_backbone(
         backbone, weights, image_size, seed)
-    scan = scan_folder(data_dir, progress=progress, select=select)
+    list_classes(Path(data_dir).expanduser().resolve())  # a wrong folder fails before the model loads
     with writer_lock(real):  # before the model loads, so an unwritable output fails fast
         bb = use_runtime(load(), runtime, precision)
         key = entry_key(bb.spec.name, bb.fingerprint)
@@ -305,11 +325,18 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         done, journal_failures = journal.done()
         failed = {(p, s) for p, s, _ in old.failures + journal_failures}
         vrun = ViewRun(real, key, bb.fingerprint, req) if req else None
+        # Files this entry has never seen are hashed by the decoder, from the bytes it
+        # decodes: one read each. Views are seeded by the hash, so they need it first.
+        known = {rel for rel, _ in old.rows | done | failed}
+        scan = scan_folder(data_dir, progress=progress, select=select,
+                           defer=None if vrun else (lambda rel: rel not in known))
         todo, need = _plan(scan, old.rows | done | failed, failed, vrun)
         resumed = bool(done or journal_failures)
         t0 = time.perf_counter()
-        n_failed = _run(bb, todo, journal, batch_size, progress, vrun, need, on_batch)
+        n_failed, found, not_images = _run(bb, todo, journal, batch_size, progress, vrun, need,
+                                           on_batch)
         run_seconds = time.perf_counter() - t0
+        scan = scan.resolve(found, not_images)
         current = scan.rows | scan.unseen(old.rows)  # an unlistable folder's rows are kept
         removed = len(old.rows - current)
         if todo or resumed or removed or _changed(old, scan, vrun):
