@@ -15,6 +15,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
+from featcache.threads import available_cores
+
 _WHITE = (255, 255, 255, 255)
 
 
@@ -60,23 +62,21 @@ def _resize(img, size: int):
 
 
 def _pipeline(columns, load, batch_size: int, threads, unbatch: bool = False):
-    """``columns`` -> ``load`` (undecodable rows dropped) -> batches, on ``threads`` if given."""
+    """``columns`` -> ``load`` (undecodable rows dropped) -> batches, on ``threads`` (or all cores)."""
     import tensorflow as tf
-    # Beside OpenVINO, tf.data's autotuner misjudges the busy cores: half of the runs left
-    # inference waiting 40% of the time (98 vs 160 images/s, 2 cores). Fixed sizes do not.
-    parallel = int(threads) if threads else tf.data.AUTOTUNE
+    # A private pool of fixed size, autotuner off: beside a forward pass that keeps the cores
+    # busy, the autotuner starved it. Measured, 1,000 640x480 JPEGs on 2 cores: OpenVINO 98 or
+    # 160 images/s from run to run with it, 157-162 without; TensorFlow 1.4x faster without.
+    threads = int(threads or available_cores())
     ds = tf.data.Dataset.from_tensor_slices(columns)
-    ds = ds.map(load, num_parallel_calls=parallel, deterministic=True).ignore_errors()
+    ds = ds.map(load, num_parallel_calls=threads, deterministic=True).ignore_errors()
     if unbatch:
         ds = ds.unbatch()
-    ds = ds.batch(batch_size).prefetch(2 if threads else tf.data.AUTOTUNE)
-    if threads:
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        options.threading.private_threadpool_size = int(threads)
-        options.threading.max_intra_op_parallelism = 1
-        ds = ds.with_options(options)
-    return ds
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+    return ds.batch(batch_size).prefetch(2).with_options(options)
 
 
 def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
@@ -88,9 +88,8 @@ def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
     given, maps ``(decoded uint8 image, row index)`` to a tuple whose first
     item stacks several images (m, size, size, 3); the stream is then unbatched,
     so batches hold images of several rows (augmented views, see
-    :mod:`featcache.augment`). ``threads`` gives tf.data a private pool of that
-    size (one op thread per decode), so decoding shares the cores with a forward
-    pass run outside TensorFlow (OpenVINO).
+    :mod:`featcache.augment`). ``threads``: tf.data's private decode pool (default:
+    one thread per core; see :func:`featcache.runtime.thread_split`).
     """
     import tensorflow as tf
 

@@ -110,7 +110,7 @@ def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: 
         on_batch(0, len(todo))
     if not todo:
         return 0, [], []
-    threads = thread_split()[1] if backbone.runtime == "openvino" else None
+    threads = thread_split()[1]
     with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.spec.name}",
               disable=not progress, dynamic_ncols=True) as bar:  # closed on error too
         step = bar.update if on_batch is None else _reporting(bar.update, on_batch, len(todo))

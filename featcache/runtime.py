@@ -24,6 +24,7 @@ import numpy as np
 
 from featcache.backbones import Backbone
 from featcache.errors import FeatcacheError
+from featcache.threads import available_cores
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,7 @@ def check_runtime(runtime: str, precision: str) -> None:
 
 def thread_split(cores: int | None = None) -> tuple[int, int]:
     """``(OpenVINO inference threads, tf.data decode threads)`` for this machine."""
-    if not cores:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or available_cores()
     return INFERENCE_THREADS or cores, DATA_THREADS or cores
 
 

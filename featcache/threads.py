@@ -7,8 +7,16 @@ place and does not pay threadpoolctl's per-call cost again.
 """
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
 
 _STATE = threading.local()  # limits entered by this thread, innermost last
 _CONTROLLER = None

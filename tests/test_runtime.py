@@ -190,15 +190,17 @@ def test_auto_without_openvino_uses_tensorflow(cached, monkeypatch, mobilenet):
     assert featcache.cache_info(cache)["entries"][0]["runtimes"] == ["openvino", "tensorflow"]
 
 
-def test_decode_threads_option_reaches_tf_data(tmp_path):
+def test_decode_pool_is_fixed_with_the_autotuner_off(tmp_path):
     from featcache.decode import image_dataset
+    from featcache.threads import available_cores
     write_images(tmp_path / "d", {"a": 3})
     paths = sorted(str(p) for p in (tmp_path / "d" / "a").iterdir())
     plain = image_dataset(paths, [False] * 3, 16, 2)
     split = image_dataset(paths, [False] * 3, 16, 2, threads=1)
     assert split.options().threading.private_threadpool_size == 1
     assert split.options().threading.max_intra_op_parallelism == 1
-    assert plain.options().threading.private_threadpool_size is None
+    assert plain.options().threading.private_threadpool_size == available_cores()
+    assert not plain.options().autotune.enabled and not split.options().autotune.enabled
     for (a, _), (b, _) in zip(plain, split):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # same pixels, fewer threads
 

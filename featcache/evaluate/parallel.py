@@ -8,18 +8,10 @@ bit for bit, in the order the folds were given.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 from featcache.errors import FeatcacheError
-from featcache.threads import blas_thread_limit, inherited_blas_limit
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+from featcache.threads import available_cores, blas_thread_limit, inherited_blas_limit
 
 
 def check_n_jobs(n_jobs) -> int:
