@@ -113,6 +113,9 @@ def test_merge_equals_a_single_process_embed_bit_for_bit(shards, sharded, copy):
     info = featcache.cache_info(shards / "c.h5")["entries"][0]
     assert [x["path"] for x in info["failures"]] == ["c/notes.txt"]
     assert info["class_counts"] == {"a": 6, "b": 5, "c": 4}
+    if not copy:  # the rows' bytes in the shards, not the 0 bytes the virtual dataset stores
+        assert info["feature_bytes"] == 15 * info["feature_dim"] * 4
+    assert info["virtual"] is (not copy) and info["feature_bytes"] > 0
     if copy:  # self-contained: the shards may go
         shutil.rmtree(shards / "c.h5.shards")
         assert same(featcache.load_features(shards / "c.h5"), single)
@@ -129,7 +132,7 @@ def test_cv_sweep_audit_and_info_read_a_merged_cache_unchanged(shards, sharded):
         if args[0] != "info":  # same numbers, same words
             assert merged.output.replace(str(shards / "c.h5"), "C") == \
                 single.output.replace(str(sharded / "single.h5"), "C")
-    assert "15 rows" in merged.output
+    assert "15 rows" in merged.output and "in its shard files (merged)" in merged.output
 
 
 def test_the_merged_cache_moves_with_its_shards_folder(shards, sharded, tmp_path_factory):

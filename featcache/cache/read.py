@@ -227,6 +227,11 @@ def entry_runtimes(group: h5py.Group) -> list[str]:
     return json.loads(group.attrs.get("runtimes", "[]"))
 
 
+def feature_bytes(ds: h5py.Dataset) -> int:
+    """Bytes of a features dataset: stored, or for a merged (virtual) one, held by its shards."""
+    return int(ds.size * ds.dtype.itemsize if ds.is_virtual else ds.id.get_storage_size())
+
+
 def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
     from featcache.cache.views import views_info
     rows = _verified(cache_path, key, g)
@@ -238,7 +243,7 @@ def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
             "class_counts": dict(zip(names, counts.tolist())), "checksums": rows.checked,
             "failures": [{"path": p, "reason": r} for p, _, r in read_failures(g)],
             "seconds_per_image": _seconds_per_image(g),
-            "feature_bytes": int(g["features"].id.get_storage_size()),
+            "feature_bytes": feature_bytes(g["features"]), "virtual": g["features"].is_virtual,
             "dtype": str(g["features"].dtype), "views": views_info(cache_path, g),
             "runtimes": entry_runtimes(g)}
 

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from featcache.cache.dtypes import as_read_dtype
-from featcache.cache.read import damage_message, pick_entry, read_entry, reading
+from featcache.cache.read import damage_message, feature_bytes, pick_entry, read_entry, reading
 from featcache.cache.layout import ROOT
 from featcache.errors import FeatcacheError
 
@@ -136,7 +136,7 @@ def views_info(where, entry: h5py.Group) -> list:
         out.append({"key": vkey, "augment": str(g.attrs["augment"]), "seed": int(g.attrs["seed"]),
                     "views": int(g.attrs["views"]), "rows": len(rows.paths),
                     "dtype": str(g["features"].dtype),
-                    "feature_bytes": int(g["features"].id.get_storage_size())})
+                    "feature_bytes": feature_bytes(g["features"])})
     return out
 
 

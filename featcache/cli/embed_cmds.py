@@ -101,7 +101,8 @@ def info(cache):
         half = f" {e['dtype']}" if e.get("dtype", "float32") != "float32" else ""
         click.echo(f"\n[{e['key']}] {spec.get('name')} (weights {spec.get('weights')}{extra}) "
                    f"{spec.get('input_size')}px -> {e['feature_dim']}-d, {e['rows']} rows, "
-                   f"features {_mb(e['feature_bytes'])}{half}")
+                   f"features {_mb(e['feature_bytes'])}{half}"
+                   + (" in its shard files (merged)" if e.get("virtual") else ""))
         for v in e.get("views", []):
             click.echo(f"  views {v['key']}: {v['views']} per image, augment {v['augment']}, "
                        f"seed {v['seed']}, {v['rows']} rows, {_mb(v['feature_bytes'])}")
