@@ -6,6 +6,13 @@ antialiasing), so features match ``image_dataset_from_directory``. Files the
 scan flagged (EXIF rotation in JPEG or PNG, alpha, CMYK, 16-bit, BMPs other
 than uncompressed 24/32-bit, WebP and other formats) are decoded by PIL
 instead, then resized the same way.
+
+``fast_decode`` (opt-in) decodes JPEGs at 1/2, 1/4 or 1/8 scale in the DCT
+domain (libjpeg's scaled IDCT; Pillow ``draft`` for JPEGs PIL decodes), the
+smallest scale that keeps both sides at least the input size, then resizes as
+usual. It is faster but NOT pixel-equal to Keras, so its features get their own
+cache entry (see :func:`featcache.backbones.with_fast_decode`). Other formats
+decode exactly as without it.
 """
 from __future__ import annotations
 
@@ -28,9 +35,15 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def pil_rgb(path: str) -> np.ndarray:
-    """Decode a file with PIL, applying its EXIF orientation (first frame only)."""
+def pil_rgb(path: str, draft: int | None = None) -> np.ndarray:
+    """Decode a file with PIL, applying its EXIF orientation (first frame only).
+
+    ``draft``: a JPEG may be decoded at a reduced DCT scale whose sides stay at
+    least ``draft`` pixels (``fast_decode``); other formats ignore it.
+    """
     with Image.open(path) as im:
+        if draft:
+            im.draft(None, (draft, draft))  # a no-op for formats other than JPEG
         im.load()
         return to_rgb(ImageOps.exif_transpose(im))
 
@@ -44,8 +57,17 @@ def explain_failure(path: str) -> str:
     return "TensorFlow's decoder rejected it (PIL can read it: re-save it as PNG or JPEG)"
 
 
+def fast_jpeg(data, size: int):
+    """Decode JPEG bytes at the smallest DCT scale (1, 1/2, 1/4, 1/8) keeping both sides >= size."""
+    import tensorflow as tf
+    short = tf.reduce_min(tf.io.extract_jpeg_shape(data)[:2])
+    index = tf.add_n([tf.cast(short // r >= size, tf.int32) for r in (2, 4, 8)])
+    return tf.switch_case(index, [lambda: tf.io.decode_image(data, 3, expand_animations=False)]
+                          + [lambda r=r: tf.io.decode_jpeg(data, 3, ratio=r) for r in (2, 4, 8)])
+
+
 def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
-                  threads: int | None = None):
+                  threads: int | None = None, fast_decode: bool = False):
     """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
 
     Undecodable files are dropped from the stream; callers find them as gaps in
@@ -55,16 +77,24 @@ def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
     so batches hold images of several rows (augmented views, see
     :mod:`featcache.augment`). ``threads`` gives tf.data a private pool of that
     size (one op thread per decode), so decoding shares the cores with a forward
-    pass run outside TensorFlow (OpenVINO).
+    pass run outside TensorFlow (OpenVINO). ``fast_decode``: JPEGs at a reduced
+    DCT scale (see the module docstring; not pixel-equal to Keras).
     """
     import tensorflow as tf
+    draft = size if fast_decode else None
 
     def tf_decode(path):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        data = tf.io.read_file(path)
+        if fast_decode:
+            img = tf.cond(tf.io.is_jpeg(data), lambda: fast_jpeg(data, size),
+                          lambda: tf.io.decode_image(data, 3, expand_animations=False))
+        else:
+            img = tf.io.decode_image(data, channels=3, expand_animations=False)
         return tf.ensure_shape(img, [None, None, 3])
 
     def pil_decode(path):
-        img = tf.numpy_function(lambda p: pil_rgb(os.fsdecode(p)), [path], tf.uint8, stateful=False)
+        img = tf.numpy_function(lambda p: pil_rgb(os.fsdecode(p), draft), [path], tf.uint8,
+                                stateful=False)
         return tf.ensure_shape(img, [None, None, 3])
 
     def load(path, pil, i):

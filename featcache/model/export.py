@@ -41,15 +41,36 @@ def check_output(out_dir, force: bool) -> Path:
     return out
 
 
+def unexportable(spec: dict) -> str | None:
+    """Why an entry's features cannot be reproduced by an exported model, or None.
+
+    The exported model decodes like Keras and runs its backbone in TensorFlow
+    f32, and export checks that it reproduces the cached features to
+    :data:`featcache.model.parity.TOLERANCE`; these variants never would.
+    """
+    if spec.get("fast_decode"):
+        return ("was embedded with fast decode, which the exported model "
+                "(Keras-exact decoding) cannot reproduce; export an entry embedded without it")
+    if spec.get("precision", "f32") != "f32":
+        return (f"was embedded with precision={spec['precision']}, but the exported model runs "
+                "its backbone in f32 (TensorFlow), so it cannot reproduce the cached features "
+                "the head was trained on; export an entry embedded with precision=f32")
+    return None
+
+
 def rebuild_backbone(features, cache_fingerprint: str | None = None):
     """The cache entry's backbone, rebuilt from its spec; FeatcacheError if it is not the same.
 
     Random weights are rebuilt from the seed the spec records (caches from before
-    featcache recorded it were embedded with the default seed, 0).
+    featcache recorded it were embedded with the default seed, 0). Entries whose
+    features the exported model cannot reproduce (fast decode, bf16) are refused.
     """
     from featcache.backbones import get_backbone
     from featcache.cache import entry_key
     spec = features.spec
+    why = unexportable(spec)
+    if why:
+        raise FeatcacheError(f"cache entry {features.backbone} {why}")
     if spec.get("source") == "keras":
         bb = get_backbone(spec["name"], weights=spec["weights"], seed=spec.get("seed") or 0)
     elif spec.get("source") == "hub":
