@@ -6,6 +6,7 @@ model (replaced with ``force=True``) stays until the new one is complete.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.cache.layout import ROOT
+from featcache.cache.read import pick_entry, reading
 from featcache.errors import FeatcacheError
 from featcache.jsonout import write_json
 from featcache.model import parity
@@ -41,21 +44,31 @@ def check_output(out_dir, force: bool) -> Path:
     return out
 
 
-def unexportable(spec: dict) -> str | None:
-    """Why an entry's features cannot be reproduced by an exported model, or None.
+def check_exportable(key: str, spec: dict) -> None:
+    """FeatcacheError when an exported model cannot reproduce entry ``key``'s features.
 
     The exported model decodes like Keras and runs its backbone in TensorFlow
     f32, and export checks that it reproduces the cached features to
-    :data:`featcache.model.parity.TOLERANCE`; these variants never would.
+    :data:`featcache.model.parity.TOLERANCE`; fast-decode and bf16 entries never
+    would (bf16: probabilities differ by ~1e-2, measured).
     """
     if spec.get("fast_decode"):
-        return ("was embedded with fast decode, which the exported model "
-                "(Keras-exact decoding) cannot reproduce; export an entry embedded without it")
+        raise FeatcacheError(f"cache entry {key} was embedded with fast decode, which the "
+                             "exported model (Keras-exact decoding) cannot reproduce; train on "
+                             "an entry embedded without it to export")
     if spec.get("precision", "f32") != "f32":
-        return (f"was embedded with precision={spec['precision']}, but the exported model runs "
-                "its backbone in f32 (TensorFlow), so it cannot reproduce the cached features "
-                "the head was trained on; export an entry embedded with precision=f32")
-    return None
+        raise FeatcacheError(f"cache entry {key} was embedded with precision={spec['precision']}, "
+                             "but the exported model runs its backbone in f32 (TensorFlow), so it "
+                             "cannot reproduce the cached features the head was trained on; "
+                             "train on an entry embedded with precision=f32 to export")
+
+
+def check_cache_exportable(cache, backbone: str | None = None) -> None:
+    """:func:`check_exportable` for the entry ``backbone`` names in ``cache``, before training."""
+    with reading(cache) as f:
+        key = pick_entry(f, backbone, cache)
+        spec = json.loads(f[ROOT][key].attrs["spec"])
+    check_exportable(key, spec)
 
 
 def rebuild_backbone(features, cache_fingerprint: str | None = None):
@@ -68,9 +81,7 @@ def rebuild_backbone(features, cache_fingerprint: str | None = None):
     from featcache.backbones import get_backbone
     from featcache.cache import entry_key
     spec = features.spec
-    why = unexportable(spec)
-    if why:
-        raise FeatcacheError(f"cache entry {features.backbone} {why}")
+    check_exportable(features.backbone, spec)
     if spec.get("source") == "keras":
         bb = get_backbone(spec["name"], weights=spec["weights"], seed=spec.get("seed") or 0)
     elif spec.get("source") == "hub":
