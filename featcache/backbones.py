@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 RESIZE = "bilinear"  # tf.image.resize default, as in image_dataset_from_directory
 # v2: PNG EXIF orientation and BMPs TF cannot decode (16-bit, RLE...) go through PIL.
 DECODER = "tf.io.decode_image, PIL for EXIF/alpha/CMYK/16-bit/other formats; v2"
-
+# fast_decode=True: JPEGs at a DCT scale 1/2..1/8 keeping both sides >= the input size.
+FAST_DECODER = "JPEG DCT-domain downscale (decode_jpeg ratio / PIL draft) to >= input size; v1"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class BackboneSpec:
     resize: str = RESIZE
     seed: int | None = None  # weights="none" only: the seed of the random init
     precision: str = "f32"   # "bf16": OpenVINO reduced precision, its own cache entry
+    fast_decode: bool = False  # JPEG DCT-domain downscaling: not pixel-equal to Keras
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -45,6 +47,8 @@ class BackboneSpec:
             del d["seed"]  # keeps the fingerprints of seedless specs as they were
         if d["precision"] == "f32":
             del d["precision"]  # f32 from any runtime shares the entry it always had
+        if not d["fast_decode"]:
+            del d["fast_decode"]  # likewise exact decoding, the default
         return d
 
 
@@ -67,6 +71,28 @@ def _fingerprint(spec: BackboneSpec, weights_digest: str) -> str:
     blob = {"spec": spec.to_dict(), "weights_sha256": weights_digest, "decoder": DECODER,
             "tensorflow": tf.__version__, "keras": keras.__version__}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def variant_fingerprint(fingerprint: str, spec_dict: dict, **extra) -> str:
+    """The fingerprint of a variant (bf16, fast decode): a different entry, never mixed rows."""
+    blob = {"base": fingerprint, "spec": spec_dict, **extra}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def with_fast_decode(backbone: Backbone) -> Backbone:
+    """``backbone`` with fast JPEG decoding: its own spec field and fingerprint (cache entry).
+
+    Its features differ slightly from Keras's (see :mod:`featcache.decode`), so a
+    note says so.
+    """
+    logger.warning("fast decode is on: JPEGs are decoded at a reduced DCT scale, which is "
+                   "faster but breaks exact parity with Keras (features differ slightly); they "
+                   "are cached in an entry of their own")
+    if backbone.spec.fast_decode:
+        return backbone
+    spec = replace(backbone.spec, fast_decode=True)
+    fingerprint = variant_fingerprint(backbone.fingerprint, spec.to_dict(), decoder=FAST_DECODER)
+    return replace(backbone, spec=spec, fingerprint=fingerprint)
 
 
 def _hash_arrays(arrays) -> str:

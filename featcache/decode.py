@@ -6,6 +6,13 @@ antialiasing), so features match ``image_dataset_from_directory``. Files the
 scan flagged (EXIF rotation in JPEG or PNG, alpha, CMYK, 16-bit, BMPs other
 than uncompressed 24/32-bit, WebP and other formats) are decoded by PIL
 instead, then resized the same way.
+
+``fast_decode`` (opt-in) decodes JPEGs at 1/2, 1/4 or 1/8 scale in the DCT
+domain (libjpeg's scaled IDCT; Pillow ``draft`` for JPEGs PIL decodes), the
+smallest scale that keeps both sides at least the input size, then resizes as
+usual. It is faster but NOT pixel-equal to Keras, so its features get their own
+cache entry (see :func:`featcache.backbones.with_fast_decode`). Other formats
+decode exactly as without it.
 """
 from __future__ import annotations
 
@@ -31,9 +38,15 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def pil_rgb(path: str) -> np.ndarray:
-    """Decode a file with PIL, applying its EXIF orientation (first frame only)."""
+def pil_rgb(path, draft: int | None = None) -> np.ndarray:
+    """Decode a file (path or file object) with PIL, applying its EXIF orientation (first frame only).
+
+    ``draft``: a JPEG may be decoded at a reduced DCT scale whose sides stay at
+    least ``draft`` pixels (``fast_decode``); other formats ignore it.
+    """
     with Image.open(path) as im:
+        if draft:
+            im.draft(None, (draft, draft))  # a no-op for formats other than JPEG
         im.load()
         return to_rgb(ImageOps.exif_transpose(im))
 
@@ -47,13 +60,34 @@ def explain_failure(path: str) -> str:
     return "TensorFlow's decoder rejected it (PIL can read it: re-save it as PNG or JPEG)"
 
 
-def _decode(data, pil):
-    """uint8 (h, w, 3) from a file's bytes: TensorFlow's decoder, or PIL's for flagged files."""
+def fast_jpeg(data, size: int):
+    """Decode JPEG bytes at the smallest DCT scale (1, 1/2, 1/4, 1/8) keeping both sides >= size."""
     import tensorflow as tf
-    img = tf.cond(pil, lambda: tf.numpy_function(lambda b: pil_rgb(io.BytesIO(b)), [data],
-                                                 tf.uint8, stateful=False),
-                  lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-    return tf.ensure_shape(img, [None, None, 3])
+    short = tf.reduce_min(tf.io.extract_jpeg_shape(data)[:2])
+    index = tf.add_n([tf.cast(short // r >= size, tf.int32) for r in (2, 4, 8)])
+    return tf.switch_case(index, [lambda: tf.io.decode_image(data, 3, expand_animations=False)]
+                          + [lambda r=r: tf.io.decode_jpeg(data, 3, ratio=r) for r in (2, 4, 8)])
+
+
+def _decoder(size: int, fast_decode: bool):
+    """``(bytes, use_pil) -> uint8 (h, w, 3)``: TensorFlow's decoder, or PIL's for flagged files."""
+    import tensorflow as tf
+    draft = size if fast_decode else None
+
+    def tf_decode(data):
+        if fast_decode:
+            return tf.cond(tf.io.is_jpeg(data), lambda: fast_jpeg(data, size),
+                           lambda: tf.io.decode_image(data, 3, expand_animations=False))
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+    def pil_decode(data):
+        return tf.numpy_function(lambda b: pil_rgb(io.BytesIO(b), draft), [data], tf.uint8,
+                                 stateful=False)
+
+    def decode(data, pil):
+        img = tf.cond(pil, lambda: pil_decode(data), lambda: tf_decode(data))
+        return tf.ensure_shape(img, [None, None, 3])
+    return decode
 
 
 def _resize(img, size: int):
@@ -80,7 +114,7 @@ def _pipeline(columns, load, batch_size: int, threads, unbatch: bool = False):
 
 
 def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
-                  threads: int | None = None):
+                  threads: int | None = None, fast_decode: bool = False):
     """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
 
     Undecodable files are dropped from the stream; callers find them as gaps in
@@ -90,11 +124,14 @@ def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
     so batches hold images of several rows (augmented views, see
     :mod:`featcache.augment`). ``threads``: tf.data's private decode pool (default:
     one thread per core; see :func:`featcache.runtime.thread_split`).
+    ``fast_decode``: JPEGs at a reduced DCT scale (see the module docstring;
+    not pixel-equal to Keras).
     """
     import tensorflow as tf
+    decode = _decoder(size, fast_decode)
 
     def load(path, pil, i):
-        img = _decode(tf.io.read_file(path), pil)
+        img = decode(tf.io.read_file(path), pil)
         return expand(img, i) if expand is not None else (_resize(img, size), i)
 
     columns = (list(paths), list(use_pil), np.arange(len(paths)))
@@ -112,7 +149,8 @@ def _read_deferred(path, rel):
     return data, image.sha256, image.use_pil
 
 
-def file_dataset(files, size: int, batch_size: int, threads: int | None = None):
+def file_dataset(files, size: int, batch_size: int, threads: int | None = None,
+                 fast_decode: bool = False):
     """Batches of ``(images, row indices, sha256, use_pil)`` of scanned or deferred files.
 
     Files the scan deferred (:class:`~featcache.dataset.ImageFile` with
@@ -121,6 +159,7 @@ def file_dataset(files, size: int, batch_size: int, threads: int | None = None):
     images or cannot be decoded are dropped, as in :func:`image_dataset`.
     """
     import tensorflow as tf
+    decode = _decoder(size, fast_decode)
 
     def deferred(path, rel):
         out = tf.numpy_function(_read_deferred, [path, rel], [tf.string, tf.string, tf.bool],
@@ -130,7 +169,7 @@ def file_dataset(files, size: int, batch_size: int, threads: int | None = None):
     def load(path, rel, later, sha, pil, i):
         data, sha, pil = tf.cond(later, lambda: deferred(path, rel),
                                  lambda: (tf.io.read_file(path), sha, pil))
-        return _resize(_decode(data, pil), size), i, sha, pil
+        return _resize(decode(data, pil), size), i, sha, pil
 
     columns = ([f.path for f in files], [f.rel for f in files],
                [f.use_pil is None for f in files], [f.sha256 for f in files],

@@ -124,7 +124,7 @@ def run_views(backbone, todo, need, vrun: ViewRun, journal: Journal, batch_size:
     sha = [f.sha256 for f in todo]
     ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo], backbone.spec.input_size,
                        batch_size, expand=_expander(vrun.req, sha, need, backbone.spec.input_size),
-                       threads=threads)
+                       threads=threads, fast_decode=backbone.spec.fast_decode)
     acc = _Accumulator(todo, need, vrun.req.views, backbone.spec.feature_dim)
     for images, owner, which in ds:
         acc.add(np.asarray(backbone.fn(images)), owner.numpy(), which.numpy())  # OpenVINO: numpy

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from featcache.backbones import Backbone, resolve_backbone
+from featcache.backbones import Backbone, resolve_backbone, with_fast_decode
 from featcache.cache.dtypes import entry_dtype, storage_dtype
 from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
 from featcache.cache.shards import in_shard, parse_shard, shard_path
@@ -116,7 +116,8 @@ def _run(backbone: Backbone, todo, journal: Journal, batch_size: int, progress: 
         step = bar.update if on_batch is None else _reporting(bar.update, on_batch, len(todo))
         if vrun is not None:
             return run_views(backbone, todo, need, vrun, journal, batch_size, step, threads), [], []
-        ds = file_dataset(todo, backbone.spec.input_size, batch_size, threads=threads)
+        ds = file_dataset(todo, backbone.spec.input_size, batch_size, threads=threads,
+                          fast_decode=backbone.spec.fast_decode)
         return _run_batches(backbone, ds, todo, journal, step)
 
 
@@ -246,7 +247,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
           batch_size: int = 64, image_size: int | None = None, seed: int = 0,
           progress: bool = True, views: int | None = None, augment: str | None = None,
           dtype: str | None = None, shard=None, on_batch=None, runtime: str = "auto",
-          precision: str = "f32") -> EmbedSummary:
+          precision: str = "f32", fast_decode: bool = False) -> EmbedSummary:
     """Embed every image under ``data_dir`` once and store the features in ``cache_path``.
 
     Re-running is cheap: images already cached (same relative path and sha256)
@@ -294,6 +295,11 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         f32 features from either share one cache entry.
     precision : {"f32", "bf16"}
         ``bf16`` (OpenVINO, CPUs with bf16 only) is faster and gets its own entry.
+    fast_decode : bool
+        Decode JPEGs at a reduced DCT scale (1/2, 1/4 or 1/8, never below the
+        input size) before the usual resize: faster, but NOT pixel-equal to
+        Keras, so features differ slightly; its rows get their own cache entry,
+        which cannot be exported.
 
     Returns
     -------
@@ -318,6 +324,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     list_classes(Path(data_dir).expanduser().resolve())  # a wrong folder fails before the model loads
     with writer_lock(real):  # before the model loads, so an unwritable output fails fast
         bb = use_runtime(load(), runtime, precision)
+        bb = with_fast_decode(bb) if fast_decode else bb
         key = entry_key(bb.spec.name, bb.fingerprint)
         old = _read_old(real, key)
         store = entry_dtype(old.dtype, asked_dtype, f"{cache_path}: entry {key}")

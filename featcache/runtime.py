@@ -14,15 +14,13 @@ only). bf16 is part of the spec, so its rows get their own entry.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import re
 
 import numpy as np
 
-from featcache.backbones import Backbone
+from featcache.backbones import Backbone, variant_fingerprint
 from featcache.errors import FeatcacheError
 from featcache.threads import available_cores
 
@@ -105,18 +103,12 @@ def _short(exc: BaseException) -> str:
     return (found.group(0) if found else f"{type(exc).__name__}: {text}")[:240]
 
 
-def precision_fingerprint(fingerprint: str, spec_dict: dict) -> str:
-    """The fingerprint of a reduced-precision variant: a different entry, never mixed rows."""
-    blob = {"base": fingerprint, "spec": spec_dict}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
-
-
 def _with_precision(backbone: Backbone, precision: str) -> Backbone:
     if precision == backbone.spec.precision:
         return backbone
     spec = dataclasses.replace(backbone.spec, precision=precision)
     return dataclasses.replace(backbone, spec=spec,
-                               fingerprint=precision_fingerprint(backbone.fingerprint, spec.to_dict()))
+                               fingerprint=variant_fingerprint(backbone.fingerprint, spec.to_dict()))
 
 
 _COMPILED = {}  # (fingerprint, graph id, precision, threads) -> compiled model: the last few

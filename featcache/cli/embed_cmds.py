@@ -37,11 +37,16 @@ from featcache.cli.app import cli
                    "from either share one cache entry).")
 @click.option("--precision", default="f32", show_default=True,
               help="f32 or bf16 (OpenVINO on CPUs with bf16; its own cache entry).")
+@click.option("--fast-decode", is_flag=True,
+              help="Decode JPEGs at a reduced DCT scale (never below the input size) before the "
+                   "resize: faster, but breaks exact parity with Keras (features differ "
+                   "slightly); its own cache entry, not exportable.")
 def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed, views, augment, dtype,
-          shard, address, workers, gpus_per_worker, runtime, precision):
+          shard, address, workers, gpus_per_worker, runtime, precision, fast_decode):
     """Embed every image under DATA_DIR (one sub-folder per class) into a cache."""
     from featcache.errors import FeatcacheError
-    options = dict(views=views, augment=augment, dtype=dtype, runtime=runtime, precision=precision)
+    options = dict(views=views, augment=augment, dtype=dtype, runtime=runtime, precision=precision,
+                   fast_decode=fast_decode)
     if address is None and (workers is not None or gpus_per_worker):
         raise FeatcacheError("--workers and --gpus-per-worker apply to --ray runs only")
     if address is not None:
@@ -97,6 +102,7 @@ def info(cache):
         spec = e["spec"]
         extra = f", seed {spec['seed']}" if spec.get("seed") is not None else ""
         extra += f", precision {spec.get('precision', 'f32')}"
+        extra += ", fast decode (not Keras-exact)" if spec.get("fast_decode") else ""
         extra += f", runtime {'+'.join(e['runtimes'])}" if e.get("runtimes") else ""
         half = f" {e['dtype']}" if e.get("dtype", "float32") != "float32" else ""
         click.echo(f"\n[{e['key']}] {spec.get('name')} (weights {spec.get('weights')}{extra}) "

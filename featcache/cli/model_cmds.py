@@ -67,9 +67,10 @@ def _grid(text):
 def train(cache, out, head, reg, grid, folds, group_by, seed, metric, class_weight, nested,
           backbone, data_dir, sample, tflite, quantize, force, augmented):
     """Train a head on every row of CACHE and export it with its backbone to MODEL_DIR."""
-    from featcache.model.export import check_output, export_model
+    from featcache.model.export import check_cache_exportable, check_output, export_model
     from featcache.model.train import train as run
     check_output(out, force)  # before any work
+    check_cache_exportable(cache, backbone)  # fast-decode and bf16 entries: before fitting
     res = run(cache, head, _reg(reg), backbone=backbone, grid=_grid(grid), folds=folds,
               group_by=group_by, seed=seed, metric=metric, class_weight=class_weight,
               nested=nested, progress=None, augmented=augmented)

@@ -6,6 +6,7 @@ model (replaced with ``force=True``) stays until the new one is complete.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.cache.layout import ROOT
+from featcache.cache.read import pick_entry, reading
 from featcache.errors import FeatcacheError
 from featcache.jsonout import write_json
 from featcache.model import parity
@@ -41,15 +44,44 @@ def check_output(out_dir, force: bool) -> Path:
     return out
 
 
+def check_exportable(key: str, spec: dict) -> None:
+    """FeatcacheError when an exported model cannot reproduce entry ``key``'s features.
+
+    The exported model decodes like Keras and runs its backbone in TensorFlow
+    f32, and export checks that it reproduces the cached features to
+    :data:`featcache.model.parity.TOLERANCE`; fast-decode and bf16 entries never
+    would (bf16: probabilities differ by ~1e-2, measured).
+    """
+    if spec.get("fast_decode"):
+        raise FeatcacheError(f"cache entry {key} was embedded with fast decode, which the "
+                             "exported model (Keras-exact decoding) cannot reproduce; train on "
+                             "an entry embedded without it to export")
+    if spec.get("precision", "f32") != "f32":
+        raise FeatcacheError(f"cache entry {key} was embedded with precision={spec['precision']}, "
+                             "but the exported model runs its backbone in f32 (TensorFlow), so it "
+                             "cannot reproduce the cached features the head was trained on; "
+                             "train on an entry embedded with precision=f32 to export")
+
+
+def check_cache_exportable(cache, backbone: str | None = None) -> None:
+    """:func:`check_exportable` for the entry ``backbone`` names in ``cache``, before training."""
+    with reading(cache) as f:
+        key = pick_entry(f, backbone, cache)
+        spec = json.loads(f[ROOT][key].attrs["spec"])
+    check_exportable(key, spec)
+
+
 def rebuild_backbone(features, cache_fingerprint: str | None = None):
     """The cache entry's backbone, rebuilt from its spec; FeatcacheError if it is not the same.
 
     Random weights are rebuilt from the seed the spec records (caches from before
-    featcache recorded it were embedded with the default seed, 0).
+    featcache recorded it were embedded with the default seed, 0). Entries whose
+    features the exported model cannot reproduce (fast decode, bf16) are refused.
     """
     from featcache.backbones import get_backbone
     from featcache.cache import entry_key
     spec = features.spec
+    check_exportable(features.backbone, spec)
     if spec.get("source") == "keras":
         bb = get_backbone(spec["name"], weights=spec["weights"], seed=spec.get("seed") or 0)
     elif spec.get("source") == "hub":
