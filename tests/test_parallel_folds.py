@@ -184,6 +184,10 @@ class _CountingX(np.ndarray):
         type(self).passes += 1
         return np.asarray(self) @ other
 
+    def __rmatmul__(self, other):  # G.T @ Xs, the gradient's pass
+        type(self).passes += 1
+        return other @ np.asarray(self)
+
 
 def _problem(k, weighted):
     from functools import partial

@@ -18,6 +18,8 @@ from collections import deque
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from featcache.heads._linear import xt_dot
+
 _MEMORY = 10  # correction pairs, as scipy's L-BFGS-B default
 _C1, _C2 = 1e-4, 0.9  # Wolfe constants of scipy's line search
 
@@ -43,7 +45,7 @@ class _Objective:
     def gradient(self, theta, G):
         """Full gradient from dLoss/dZ: the iteration's second pass over ``Xs``."""
         g = np.empty_like(theta)
-        g[:self.d] = self.Xs.T @ G
+        g[:self.d] = xt_dot(self.Xs, G)
         g[:self.d] += self.lam * theta[:self.d]
         g[self.d] = G.sum(axis=0, dtype=np.float64)
         return g
