@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from featcache.evaluate.audit import audit
+from featcache.evaluate._audit import audit
 from featcache.evaluate.neardup import knn_cosine
-from featcache.features import Features
+from featcache.cache.features import Features
 
 K = 32
 

@@ -37,7 +37,7 @@ RESULTS = Path(__file__).parent / "results" / "augmented_sweep.json"
 
 def make_features(n=5000, d=1280, k=10, views=5, seed=0):
     """(Features with ``views``): clean rows and ``views`` noisy re-draws per image."""
-    from featcache.features import Features
+    from featcache.cache.features import Features
     rng = np.random.default_rng(seed)
     y = np.arange(n) % k
     rng.shuffle(y)
@@ -64,7 +64,7 @@ def threaded_folds(feats, plan, augmented, n_jobs=2):
     """The augmented sweep's fits and validation scores, folds in ``n_jobs`` threads."""
     from joblib import Parallel, delayed
     from threadpoolctl import threadpool_limits
-    from featcache.evaluate.augmented import training_rows
+    from featcache.evaluate.views import training_rows
     from featcache.heads import LogisticHead
 
     def one(tr, te):

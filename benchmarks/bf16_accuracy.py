@@ -42,7 +42,7 @@ def write_doubled(root: Path, size: int = 64) -> Path:
 
 def compare(data: Path, cache: Path) -> dict:
     import featcache
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     bb = get_backbone("mobilenet_v2", weights="none")
     out = {}
     for precision in ("f32", "bf16"):
@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "featcache_bf16")
     args = p.parse_args()
     from demo import write_digits
-    from featcache.runtime import cpu_description
+    from featcache.embedding.runtime import cpu_description
     demo = args.workdir / "digits"
     if not demo.exists():
         write_digits(demo, args.workdir / "digits_test")

@@ -37,7 +37,7 @@ BACKBONES = {"mobilenet_v3_small": 576, "efficientnet_b0": 1280, "resnet50_v2": 
 def make_cache(path: Path, n: int) -> None:
     """Three entries of the same ``n`` images, saved as featcache would store them."""
     import featcache
-    from featcache.features import Features
+    from featcache.cache.features import Features
     from heads_speed import make_features
     paths = np.array([f"c{i % 10}/img_{i:05d}.jpg" for i in range(n)])
     sha = np.array([f"{i:064x}" for i in range(n)])

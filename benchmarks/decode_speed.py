@@ -4,7 +4,7 @@ One process, on a generated folder of 640x480 JPEGs (``embed_throughput.make_jpe
 files warm in the page cache; MobileNetV2 (224 px) with random weights (offline).
 Repeats are interleaved and medians reported:
 
-  decode_exact / decode_fast   featcache.decode.image_dataset alone (decode + bilinear resize),
+  decode_exact / decode_fast   featcache.embedding.decode.image_dataset alone (decode + bilinear resize),
                                Keras-exact, or with fast_decode=True (DCT-domain downscale first)
   embed_exact / embed_fast     featcache.embed end to end into a fresh cache, on --runtime
 
@@ -34,8 +34,8 @@ SIZE, BATCH = 224, 64
 
 
 def decode_only(folder: Path, fast: bool) -> dict:
-    from featcache.dataset import scan_folder
-    from featcache.decode import image_dataset
+    from featcache.embedding.scan import scan_folder
+    from featcache.embedding.decode import image_dataset
     scan = scan_folder(folder, progress=False)
     start = time.perf_counter()
     ds = image_dataset([f.path for f in scan.files], [f.use_pil for f in scan.files], SIZE, BATCH,
@@ -63,8 +63,8 @@ def _summary(rs: list) -> dict:
 def speed(n: int, repeats: int, tmp: Path, runtime: str, only=()) -> dict:
     from embed_throughput import make_jpegs
 
-    from featcache.backbones import get_backbone
-    from featcache.runtime import use_runtime
+    from featcache.embedding.backbones import get_backbone
+    from featcache.embedding.runtime import use_runtime
     folder = make_jpegs(tmp, n)
     bb = use_runtime(get_backbone("mobilenet_v2", weights="none"), runtime)  # converted once
     modes = {"decode_exact": lambda: decode_only(folder, False),
@@ -133,7 +133,7 @@ def _cv(folder: Path, backbone, tmp: Path) -> dict:
 def accuracy(tmp: Path, scenes: int) -> dict:
     from demo import write_digits
 
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     bb = get_backbone("mobilenet_v2", weights="none")
     digits = tmp / "digits"
     if not digits.exists():
@@ -162,7 +162,7 @@ def _save(path: Path, res: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from featcache.runtime import cpu_description
+    from featcache.embedding.runtime import cpu_description
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3)

@@ -79,7 +79,7 @@ def run_raw(folder: Path, out: Path):
 
 def run_raw_frozen(folder: Path, out: Path):
     """featcache's own forward function (weights frozen into the graph), no decoding."""
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     return _time_forward(get_backbone("mobilenet_v2", weights="none").fn, folder)
 
 
@@ -110,7 +110,7 @@ def run_featcache(folder: Path, out: Path, runtime: str = "openvino", precision:
     import tensorflow  # noqa: F401  imported before the clock starts, as in run_keras
 
     import featcache
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     start = time.perf_counter()  # conversion to OpenVINO included
     bb = get_backbone("mobilenet_v2", weights="none")
     read0 = _bytes_read()
@@ -123,7 +123,7 @@ def run_featcache(folder: Path, out: Path, runtime: str = "openvino", precision:
 
 def run_split(folder: Path, out: Path, split: str):
     """featcache on OpenVINO with I inference threads and D tf.data decode threads."""
-    import featcache.runtime as runtime
+    import featcache.embedding.runtime as runtime
     runtime.INFERENCE_THREADS, runtime.DATA_THREADS = map(int, split.split("_"))
     return run_featcache(folder, out)
 
@@ -176,7 +176,7 @@ def main() -> None:
     if args.child:
         return child(*args.child)
 
-    from featcache.runtime import cpu_description, thread_split
+    from featcache.embedding.runtime import cpu_description, thread_split
     cpu = cpu_description()
     small = make_jpegs(args.workdir, args.images)
     modes = ["raw", "raw_frozen", "keras", "featcache_tf", "featcache"]

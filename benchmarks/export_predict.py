@@ -39,7 +39,7 @@ def five_thousand(root: Path, cache: Path) -> Path:
     import numpy as np
 
     import featcache
-    from featcache.features import Features
+    from featcache.cache.features import Features
     f = featcache.load_features(cache)
     fingerprint = featcache.cache_info(cache)["entries"][0]["fingerprint"]
     data = root / "data5k"

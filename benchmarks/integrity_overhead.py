@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from featcache.cache import load_features, save_features
-from featcache.features import Features
+from featcache.cache.features import Features
 
 
 def _make(folder: Path, rows: int, dim: int) -> tuple[Path, Path]:

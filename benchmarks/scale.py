@@ -34,7 +34,7 @@ def write_shards(cache: Path, n_shards=16, rows=10_000, dim=1280) -> None:
     """n_shards shard files of exactly ``rows`` rows each, every path in its own shard."""
     from featcache.cache.shards import shard_of, shard_path
     from featcache.cache.write import save_features
-    from featcache.features import Features
+    from featcache.cache.features import Features
     buckets = [[] for _ in range(n_shards)]
     j = 0
     while min(map(len, buckets)) < rows:
@@ -73,7 +73,7 @@ def bench_merge(tmp: Path) -> dict:
 def bench_ray(tmp: Path, n_images: int) -> dict:
     import featcache
     import ray
-    from featcache.runners.ray_runner import embed_on_ray
+    from featcache.cluster.ray_embed import embed_on_ray
     folder = make_jpegs(tmp, n_images)
     t0 = time.perf_counter()
     one = featcache.embed(folder, tmp / "one.h5", weights="none", progress=False)

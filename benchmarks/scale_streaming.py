@@ -86,7 +86,7 @@ def main():
     from heads_speed import make_features
 
     from featcache import save_features
-    from featcache.features import Features
+    from featcache.cache.features import Features
     X, y = make_features(args.rows, args.dim, 10)
     paths = np.array([f"c{c}/img_{i:06d}.jpg" for i, c in enumerate(y)])
     runs = {"memory": [], "stream": []}

@@ -41,7 +41,7 @@ AUGMENT = "flip,crop=0.8,rotate=10,color=0.2"
 
 def scaled_backbone():
     """Random-weight MobileNetV2 with its features multiplied by 2**36 (see the docstring)."""
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     bb = get_backbone("mobilenet_v2", weights="none")
     return dataclasses.replace(bb, fn=lambda x: bb.fn(x) * SCALE)
 

@@ -5,25 +5,25 @@ heads or evaluation does not pay TensorFlow's start-up cost.
 """
 from importlib import import_module
 
-__version__ = "0.1.0"  # the single source: pyproject.toml reads it from here
+from featcache._version import __version__  # noqa: F401  (the public version)
 
 _EXPORTS = {
     "FeatcacheError": "featcache.errors",
     "InvalidParameterError": "featcache.errors",
-    "Features": "featcache.features",
-    "embed": "featcache.embedding",
+    "Features": "featcache.cache.features",
+    "embed": "featcache.embedding.run",
     "load_features": "featcache.cache",
-    "load_views": "featcache.cache.views",
+    "load_views": "featcache.cache.load",
     "Views": "featcache.cache.views",
     "open_features": "featcache.evaluate.streaming",
     "cache_info": "featcache.cache",
-    "get_backbone": "featcache.backbones",
-    "list_backbones": "featcache.registry",
+    "get_backbone": "featcache.embedding.backbones",
+    "list_backbones": "featcache.embedding.registry",
     "compare_backbones": "featcache.evaluate.compare",
-    "scan_folder": "featcache.dataset",
+    "scan_folder": "featcache.embedding.scan",
     "save_features": "featcache.cache",
     "merge": "featcache.cache",
-    "embed_on_ray": "featcache.runners.ray_runner",
+    "embed_on_ray": "featcache.cluster.ray_embed",
     "get_head": "featcache.heads",
     "cross_validate_heads": "featcache.evaluate",
     "sweep": "featcache.evaluate",
@@ -31,14 +31,14 @@ _EXPORTS = {
     "learning_curve": "featcache.evaluate",
     "compare_random_grouped": "featcache.evaluate",
     "make_splits": "featcache.evaluate",
-    "audit": "featcache.evaluate.audit",
+    "audit": "featcache.evaluate._audit",
     "near_duplicate_groups": "featcache.evaluate.neardup",
-    "diagnose": "featcache.diagnosis",
-    "train": "featcache.model.train",
+    "diagnose": "featcache.evaluate.diagnosis",
+    "train": "featcache.model._train",
     "export_model": "featcache.model.export",
     "load_model": "featcache.model.predict",
     "check_export": "featcache.model.check",
-    "evaluate_model": "featcache.model.check",
+    "evaluate_model": "featcache.model.heldout",
 }
 
 __all__ = sorted(_EXPORTS)

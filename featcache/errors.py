@@ -9,6 +9,10 @@ class FeatcacheError(Exception):
     """A user-facing error whose message says what to do."""
 
 
+class NoSpaceError(FeatcacheError, OSError):
+    """The disk (or quota, or file-size limit) is full; what was committed is kept."""
+
+
 class InvalidParameterError(FeatcacheError, ValueError):
     """A constructor parameter of a featcache estimator has a value it cannot take.
 

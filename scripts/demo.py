@@ -31,7 +31,7 @@ def write_digits(root: Path, test_root: Path, size: int = 64) -> int:
 
 def pick_backbone(name: str, weights: str):
     """Try ImageNet weights; offline, say so plainly and fall back to random weights."""
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     from featcache.errors import FeatcacheError
     try:
         return get_backbone(name, weights=weights)

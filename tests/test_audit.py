@@ -4,7 +4,6 @@ Each clip is a centre in feature space; its frames are the centre plus small
 noise, so the frames of a clip are the planted near-duplicate groups.
 """
 import json
-from itertools import combinations
 
 import numpy as np
 import pytest
@@ -13,50 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featcache.errors import FeatcacheError
-from featcache.evaluate.audit import (KERAS_DATASET, KERAS_FLOW, audit, exact_duplicates,
+from featcache.evaluate._audit import (KERAS_DATASET, KERAS_FLOW, audit, exact_duplicates,
                                       keras_validation_mask, split_leakage)
 from featcache.evaluate.neardup import DEFAULT_THRESHOLD, knn_cosine, near_duplicate_groups
-from featcache.features import Features
+from featcache.cache.features import Features
+from helpers import pairwise_precision_recall, planted
 
 
-def planted(n_clips=60, frames=6, n_single=60, d=64, n_classes=3, class_sep=0.15,
-            frame_noise=0.15, seed=0):
-    """Features of clips (k noisy frames around a centre) plus singleton images.
-
-    The class signal (``class_sep``) is weak next to each clip's own identity,
-    so a head can score well by recognising clips it has already seen.
-    """
-    rng = np.random.default_rng(seed)
-    means = class_sep * rng.standard_normal((n_classes, d))
-    X, y, clip, paths = [], [], [], []
-    for c in range(n_clips):
-        label, centre = c % n_classes, rng.standard_normal(d)
-        noise = frame_noise * rng.uniform(0.5, 1.5)
-        for f in range(frames):
-            X.append(means[label] + centre + noise * rng.standard_normal(d))
-            y.append(label), clip.append(c), paths.append(f"class{label}/clip{c:03d}_frame{f:02d}.png")
-    for s in range(n_single):
-        label = s % n_classes
-        X.append(means[label] + rng.standard_normal(d))
-        y.append(label), clip.append(n_clips + s), paths.append(f"class{label}/single{s:03d}.png")
-    sha = np.array([f"{i:064x}" for i in range(len(y))])
-    feats = Features(np.asarray(X, np.float32), np.asarray(y), np.asarray(paths),
-                     [f"class{c}" for c in range(n_classes)], sha)
-    return feats, np.asarray(clip)
 
 
-def same_group_pairs(groups):
-    pairs = set()
-    for g in np.unique(groups):
-        pairs.update(combinations(np.flatnonzero(groups == g).tolist(), 2))
-    return pairs
 
 
-def pairwise_precision_recall(true_groups, found_groups):
-    """Precision and recall over pairs of rows that share a group."""
-    truth, found = same_group_pairs(true_groups), same_group_pairs(found_groups)
-    hits = len(truth & found)
-    return hits / max(len(found), 1), hits / max(len(truth), 1)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 from sklearn.base import clone
 
-from conftest import clip_features
+from helpers import clip_features
 from featcache.errors import FeatcacheError
 from featcache.evaluate import (cross_validate_heads, learning_curve, make_splits,
                                 sweep)
-from featcache.evaluate.augmented import (check_augmented, training_index, training_rows,
+from featcache.evaluate.views import (check_augmented, training_index, training_rows,
                                           views_test)
 from featcache.evaluate.metrics import score
 from featcache.evaluate.verdicts import (GAP_MODERATE, VIEWS_MARGIN, VIEWS_P,
@@ -168,7 +168,7 @@ def test_curve_counts_images_and_trains_on_views(feats):
 
 
 def test_train_fits_every_image_and_its_views(feats):
-    from featcache.model.train import train
+    from featcache.model._train import train
     res = train(feats, "logreg", C=0.5, augmented=True)
     expect = LogisticHead(C=0.5).fit(*training_rows(feats, slice(None), True))
     np.testing.assert_allclose(res.head.coef_, expect.coef_, rtol=1e-5, atol=1e-6)
@@ -206,7 +206,7 @@ def test_views_test_pairs_best_settings(feats):
 
 
 def test_diagnose_says_whether_views_close_the_gap(feats, tmp_path):
-    from featcache.diagnosis import diagnose
+    from featcache.evaluate.diagnosis import diagnose
     from featcache.report.diagnosis import write_diagnosis
     diag = diagnose(feats, "logreg", folds=3, grid=[0.01, 1.0], augmented=True)
     aug = diag.numbers["augmentation"]

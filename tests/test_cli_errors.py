@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_cli_eval import clip_features, error_line, run
+from helpers import error_line, run, small_clips as clip_features
 
 from featcache.cache import save_features
-from featcache.features import Features
+from featcache.cache.features import Features
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_an_output_of_the_wrong_kind_is_one_line(cache, blocker, tmp_path, no_wo
 
 
 def test_check_writable_accepts_no_path_and_an_existing_file(tmp_path):
-    from featcache.report.outputs import check_writable
+    from featcache.files import check_writable
     assert check_writable(None, "--json") is None
     old = tmp_path / "old.json"
     old.write_text("{}")
@@ -117,11 +117,11 @@ def test_grid_for_a_head_not_swept_is_rejected_by_the_library(cache):
 
 
 def test_diagnose_checks_its_head_before_any_work(cache, tmp_path, monkeypatch):
-    import featcache.diagnosis
+    import featcache.evaluate.diagnosis
 
     def refuse(*a, **k):
         raise AssertionError("diagnose audited before checking --head")
-    monkeypatch.setattr(featcache.diagnosis, "audit", refuse)
+    monkeypatch.setattr(featcache.evaluate.diagnosis, "audit", refuse)
     err = error_line(run("diagnose", cache, "--head", "logreg,svm", "--out", tmp_path / "d"))
     assert "one head" in err and "'svm'" in err
     err = error_line(run("diagnose", cache, "--head", "forest", "--out", tmp_path / "d"))
@@ -129,14 +129,14 @@ def test_diagnose_checks_its_head_before_any_work(cache, tmp_path, monkeypatch):
 
 
 def test_diagnose_checks_folds_before_any_work(tmp_path, monkeypatch):
-    import featcache.diagnosis
-    monkeypatch.setattr(featcache.diagnosis, "audit", lambda *a, **k: 1 / 0)
+    import featcache.evaluate.diagnosis
+    monkeypatch.setattr(featcache.evaluate.diagnosis, "audit", lambda *a, **k: 1 / 0)
     err = error_line(run("diagnose", one_image_class_cache(tmp_path), "--out", tmp_path / "d"))
     assert "only 1 sample" in err
 
 
 def test_diagnose_library_api_rejects_bad_grid_at_once():
-    from featcache.diagnosis import diagnose
+    from featcache.evaluate.diagnosis import diagnose
     from featcache.errors import FeatcacheError
     f = clip_features()
     feats = Features(f.X, f.y, f.paths, f.class_names, f.sha256)

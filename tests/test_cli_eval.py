@@ -5,17 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from conftest import clip_features as _clips
 from featcache.cache import save_features
-from featcache.cli import cli
-from featcache.features import Features
+from featcache.cache.features import Features
+from helpers import error_line, run, small_clips as clip_features
 
 
-def clip_features(**kw):
-    return _clips(**{"clips_per_class": 6, "frames": 4, "d": 12, "signal": 0.8, "prefix": "k", **kw})
 
 
 @pytest.fixture
@@ -25,9 +21,6 @@ def cache(tmp_path):
     return path
 
 
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    return result
 
 
 def test_cv_prints_table_and_writes_per_fold_json(cache, tmp_path):
@@ -123,13 +116,6 @@ def test_curve_table_plot_and_json(cache, tmp_path):
         assert im.format == "PNG"
 
 
-def error_line(r):
-    assert r.exit_code != 0
-    assert r.exception is None or isinstance(r.exception, SystemExit)
-    assert "Traceback" not in r.output
-    err = r.stderr.strip()
-    assert err.startswith("Error:") and "\n" not in err
-    return err
 
 
 def test_one_class_cache_is_one_clear_error(tmp_path):

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 import featcache
-from conftest import write_images
+from helpers import write_images
 from featcache.errors import FeatcacheError
 from featcache.evaluate.compare import align_rows, compare_backbones
-from featcache.features import Features
+from featcache.cache.features import Features
 
 CLASSES = ["a", "b", "c"]
 
@@ -132,7 +132,7 @@ def _pixels_backbone():
     """A cheap stand-in backbone (8-d colour statistics) for a second real cache entry."""
     import tensorflow as tf
 
-    from featcache.backbones import Backbone, BackboneSpec
+    from featcache.embedding.backbones import Backbone, BackboneSpec
     proj = tf.constant(np.random.default_rng(0).normal(size=(6, 8)), tf.float32)
 
     def fn(x):

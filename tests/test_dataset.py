@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from conftest import write_images
-from featcache.dataset import inspect_file, scan_folder
+from helpers import write_images
+from featcache.embedding.scan import inspect_file, scan_folder
 from featcache.errors import FeatcacheError
-from featcache.decode import pil_rgb, to_rgb
+from featcache.embedding.decode import pil_rgb, to_rgb
 
 
 def test_classes_sorted_like_keras_and_recursive(tmp_path):

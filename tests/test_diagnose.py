@@ -5,23 +5,15 @@ import re
 import numpy as np
 from click.testing import CliRunner
 
-from featcache.diagnosis import diagnose
-from featcache.features import Features
+from featcache.evaluate.diagnosis import diagnose
+from featcache.cache.features import Features
 from featcache.report.diagnosis import write_diagnosis
 from featcache.report.html import Section, render_html
-from test_audit import planted
+from helpers import clean, planted
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def clean(n=300, d=32, n_classes=3, seed=0):
-    """Independent images (no near-duplicates) with a clear class signal."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % n_classes
-    X = 2.0 * rng.standard_normal((n_classes, d))[y] + rng.standard_normal((n, d))
-    paths = np.array([f"c{c}/img{i:04d}.png" for i, c in enumerate(y)])
-    sha = np.array([f"{i:064x}" for i in range(n)])
-    return Features(X.astype(np.float32), y, paths, [f"c{c}" for c in range(n_classes)], sha)
 
 
 def test_leaky_data_is_diagnosed_with_evidence_and_a_standalone_report(tmp_path):

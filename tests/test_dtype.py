@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import featcache
-from conftest import write_images
+from helpers import write_images
 from featcache.errors import FeatcacheError
-from tiny_backbone import tiny_backbone
+from helpers import tiny_backbone
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 import featcache
-from conftest import (counting, keras_reference, kill_after_segments, lock_held_in_thread,
+from helpers import (counting, keras_reference, kill_after_segments, lock_held_in_thread,
                       write_images)
 from featcache.errors import FeatcacheError
-from featcache.journal import writer_lock
+from featcache.cache.write import writer_lock
 
 
 def test_features_match_plain_keras(tmp_path, mobilenet):
@@ -84,7 +84,7 @@ def test_corrupt_image_recorded_not_crashing(tmp_path, mobilenet):
 
 
 def test_other_fingerprint_never_mixes_rows(tmp_path, mobilenet):
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     data, cache = tmp_path / "data", tmp_path / "c.h5"
     write_images(data, {"a": 2, "b": 2})
     k1 = featcache.embed(data, cache, backbone=mobilenet, progress=False).key
@@ -181,7 +181,7 @@ def test_cli_embed_then_info(tmp_path):
 def test_weights_file_and_imagenet_offline(tmp_path, monkeypatch):
     import keras
 
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     keras.utils.set_random_seed(7)
     model = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg")
     path = tmp_path / "mine.weights.h5"
@@ -243,7 +243,7 @@ def test_concurrent_embed_subprocess_blocked(tmp_path):
 def test_inception_v3_parity_and_spec(tmp_path):
     import keras
 
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     data = tmp_path / "data"
     write_images(data, {"a": 2, "b": 1}, size=(50, 70))
     bb = get_backbone("inception_v3", weights="none")
@@ -269,7 +269,7 @@ def test_foreign_file_at_output_is_never_overwritten(tmp_path, mobilenet):
 
 
 def test_failed_commit_loses_nothing_and_rerun_resumes(tmp_path, mobilenet, monkeypatch):
-    import featcache.embedding as embedding
+    import featcache.embedding.run as embedding
     from click.testing import CliRunner
 
     from featcache.cli import cli

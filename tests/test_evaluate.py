@@ -18,8 +18,8 @@ from featcache.errors import FeatcacheError
 from featcache.evaluate import (compare_random_grouped, corrected_ttest, cross_validate_heads,
                                 groups_from_paths, learning_curve, make_splits, summarize, sweep)
 from featcache.evaluate.curve import training_order, stratified_order, tail_slopes
-from featcache.features import Features
-from conftest import clip_features
+from featcache.cache.features import Features
+from helpers import clip_features
 
 
 def clips(**kw):

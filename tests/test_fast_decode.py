@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import featcache
-from conftest import counting, write_images
-from featcache.backbones import with_fast_decode
+from helpers import counting, write_images
+from featcache.embedding.backbones import with_fast_decode
 
 
 def _cli(*args):
@@ -17,7 +17,7 @@ def _cli(*args):
 
 
 def _decode(path, size, fast, pil=False):
-    from featcache.decode import image_dataset
+    from featcache.embedding.decode import image_dataset
     [(images, _)] = list(image_dataset([str(path)], [pil], size, 1, fast_decode=fast))
     return images.numpy()[0]
 
@@ -47,8 +47,8 @@ def test_fast_decode_leaves_other_formats_and_small_jpegs_exact(tmp_path):
 
 
 def test_fast_decode_drafts_jpegs_that_pil_decodes(tmp_path):
-    from featcache.dataset import inspect_file
-    from featcache.decode import pil_rgb
+    from featcache.embedding.scan import inspect_file
+    from featcache.embedding.decode import pil_rgb
     arr = np.random.default_rng(0).integers(0, 256, (480, 640, 3)).astype(np.uint8)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: the scan sends it to PIL
@@ -85,7 +85,7 @@ def test_fast_decode_has_its_own_entry_with_close_features(tmp_path, mobilenet):
 
 
 def test_exact_fingerprints_do_not_change(mobilenet):
-    from featcache.backbones import BackboneSpec
+    from featcache.embedding.backbones import BackboneSpec
     spec = BackboneSpec("m", "keras", 224, "p", 8, "none")
     assert "fast_decode" not in spec.to_dict() and "precision" not in spec.to_dict()
     assert mobilenet.spec.fast_decode is False
@@ -179,13 +179,7 @@ def test_a_fast_decode_entry_is_not_exported(tmp_path, mobilenet):
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "model").exists()
 
 
-def _bf16_cpu() -> bool:
-    from featcache.runtime import cpu_has_bf16, openvino_core
-    core = openvino_core()
-    return core is not None and cpu_has_bf16(core)
-
-
-@pytest.mark.skipif(not _bf16_cpu(), reason="needs OpenVINO and a CPU with bf16")
+@pytest.mark.requires_bf16
 def test_a_bf16_entry_is_not_exported_with_one_clear_line(tmp_path, mobilenet):
     write_images(tmp_path / "data", {"a": 3, "b": 3}, size=(64, 48))
     featcache.embed(tmp_path / "data", tmp_path / "c.h5", backbone=mobilenet, progress=False,

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
                              f1_score, recall_score)
 
-from conftest import write_images
+from helpers import write_images
 from featcache.errors import FeatcacheError
 from featcache.evaluate import evaluate_predictions
 from featcache.evaluate.heldout import expected_calibration_error, metrics_from_confusion

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 
 import featcache
 import featcache.cache.write as cache_write
-import featcache.embedding as embedding
-from conftest import counting, lock_held_in_thread, write_images
+import featcache.embedding.run as embedding
+from helpers import counting, lock_held_in_thread, write_images
 from featcache.cache import save_features, writer_lock
 from featcache.cli import cli
 from featcache.errors import FeatcacheError
-from featcache.features import Features
+from featcache.cache.features import Features
 
 
 def _entry(f):
@@ -81,7 +81,7 @@ def test_flipped_features_and_labels_detected_then_healed(embedded, mobilenet):
 
 
 def test_corrupted_paths_named_by_row_and_rebuilt_keeping_other_entries(embedded, mobilenet):
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     data, cache, before = embedded
     other = featcache.embed(data, cache, backbone=get_backbone("mobilenet_v2", "none", seed=1),
                             progress=False).key
@@ -279,7 +279,7 @@ def test_acquirer_of_an_unlinked_lock_file_retries(tmp_path, monkeypatch):
 def test_journal_segment_synced_before_it_is_published(tmp_path, monkeypatch):
     import os
 
-    from featcache.journal import Journal
+    from featcache.cache.journal import Journal
     events = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -294,7 +294,8 @@ def test_journal_segment_synced_before_it_is_published(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", replace)
     journal = Journal(tmp_path / "c.h5", "k")
     journal.write(np.ones((1, 3)), ["a/x.jpg"], ["0" * 64])
-    assert events == [("fsync", "seg-00000000.tmp"), ("replace", "seg-00000000.npz"), ("fsync", "k")]
+    tmp = f"seg-00000000.npz.tmp-{os.getpid()}"  # featcache.files' temporary name
+    assert events == [("fsync", tmp), ("replace", "seg-00000000.npz"), ("fsync", "k")]
 
 
 def test_damaged_entry_attribute_is_one_line(tmp_path):

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_images
+from helpers import write_images
 
 import featcache
 from featcache.cli import cli

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import write_images
+from helpers import write_images
 
 import featcache
 from featcache.model.parity import TOLERANCE
@@ -82,7 +82,7 @@ def test_keras_file_is_the_same_model(exported):
     import keras
     import tensorflow as tf
 
-    from featcache.decode import image_dataset
+    from featcache.embedding.decode import image_dataset
     model = tf.saved_model.load(str(exported.model / "saved_model"))
     kmodel = keras.saving.load_model(exported.model / "model.keras")
     _, files = _plain_files(exported.feats, exported.data)
@@ -93,7 +93,7 @@ def test_keras_file_is_the_same_model(exported):
 
 def test_tflite_variants_have_parity_figures(exported):
     from featcache.model.tflite import tflite_probabilities
-    from featcache.decode import image_dataset
+    from featcache.embedding.decode import image_dataset
     tfl = exported.meta["tflite"]
     assert set(tfl) == {"none", "dynamic"}
     assert tfl["none"]["max_abs_diff"] <= TOLERANCE and tfl["none"]["agreement"] == 1.0
@@ -139,8 +139,8 @@ def test_predict_in_a_process_without_training_code(exported):
 import json, sys, featcache
 rows = featcache.load_model({str(exported.model)!r}).predict([{str(exported.data)!r}], top_k=1)
 # (TensorFlow itself imports sklearn/scipy/h5py when they are installed: not checked)
-loaded = [m for m in ("featcache.heads", "featcache.evaluate", "featcache.model.train",
-                      "featcache.model.export", "featcache.cache", "featcache.embedding")
+loaded = [m for m in ("featcache.heads", "featcache.evaluate", "featcache.model._train",
+                      "featcache.model.export", "featcache.cache", "featcache.embedding.run")
           if m in sys.modules]
 print(json.dumps({{"rows": rows, "loaded": loaded}}))
 """
@@ -156,7 +156,7 @@ print(json.dumps({{"rows": rows, "loaded": loaded}}))
 
 
 def test_random_weights_are_rebuilt_from_the_seed_the_cache_records(tmp_path):
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     from featcache.model.export import rebuild_backbone
     write_images(tmp_path / "d", {"a": 1, "b": 1})
     bb = get_backbone("mobilenet_v2", weights="none", seed=3)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import clip_features
+from helpers import clip_features
 
 import featcache
 from featcache.errors import FeatcacheError

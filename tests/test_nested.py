@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import clip_features
+from helpers import clip_features
 from featcache.cache import save_features
 from featcache.cli import cli
 from featcache.errors import FeatcacheError
 from featcache.evaluate import cross_validate_heads, nested_cv
-from featcache.features import Features
+from featcache.cache.features import Features
 
 
 def small_clips(**kw):

@@ -56,7 +56,7 @@ def test_version_has_one_source():
     project = _pyproject()["project"]
     assert "version" not in project and "version" in project["dynamic"]
     assert (_pyproject()["tool"]["setuptools"]["dynamic"]["version"]
-            == {"attr": "featcache.__version__"})
+            == {"attr": "featcache._version.__version__"})
     assert importlib.metadata.version("featcache") == featcache.__version__
 
 

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_classification
 from threadpoolctl import threadpool_info
 
-from conftest import clip_features
+from helpers import clip_features
 from featcache.cache import save_features
 from featcache.cli import cli
 from featcache.errors import FeatcacheError

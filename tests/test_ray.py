@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 import featcache
-from conftest import write_images
+from helpers import write_images
 from featcache.cli import cli
 from featcache.errors import FeatcacheError
-from featcache.runners import ray_runner
-from featcache.runners.ray_runner import embed_on_ray, start_workers, worker_name
+from featcache.cluster import ray_embed as ray_runner
+from featcache.cluster.ray_embed import embed_on_ray, start_workers, worker_name
 
 import ray  # noqa: E402  CI installs the [ray] extra: a missing Ray must fail here, not skip
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import featcache
-from conftest import write_images
+from helpers import write_images
 
 _IN_OPEN, _IN_ISDIR = 0x20, 0x40000000
 
@@ -126,7 +126,7 @@ def test_views_runs_still_hash_before_decoding(tmp_path, mobilenet):
 
 def test_a_file_gone_before_the_decoder_reads_it_is_a_failure_not_a_crash(tmp_path, mobilenet,
                                                                           monkeypatch):
-    import featcache.dataset as dataset
+    import featcache.embedding.scan as dataset
     data = tmp_path / "data"
     write_images(data, {"a": 2, "b": 2}, size=(50, 40))
     real_scan = dataset.scan_folder
@@ -135,7 +135,7 @@ def test_a_file_gone_before_the_decoder_reads_it_is_a_failure_not_a_crash(tmp_pa
         scan = real_scan(*args, **kwargs)
         (data / "b" / "img_001.jpg").unlink()  # listed and deferred, gone before decoding
         return scan
-    monkeypatch.setattr("featcache.embedding.scan_folder", scan_then_delete)
+    monkeypatch.setattr("featcache.embedding.run.scan_folder", scan_then_delete)
     s = featcache.embed(data, tmp_path / "c.h5", backbone=mobilenet, progress=False)
     assert (s.embedded, s.failed) == (3, 1)
     assert sorted(featcache.load_features(s.cache_path).paths) == ["a/img_000.jpg", "a/img_001.jpg",

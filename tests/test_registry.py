@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import featcache
-from conftest import write_images
+from helpers import write_images
 from featcache.errors import FeatcacheError
-from featcache.registry import BUILT_IN, KERAS_BACKBONES
+from featcache.embedding.registry import BUILT_IN, KERAS_BACKBONES
 
 # One member per family, at a small input the architecture accepts (Xception needs 71 px).
 FAMILIES = {"mobilenet_v3": ("mobilenet_v3_small", 32), "efficientnet": ("efficientnet_b0", 32),
@@ -33,7 +33,7 @@ def images(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny():
     """``tiny(name)``: the family member at its small test size, loaded once per module."""
-    from featcache.backbones import load_keras_backbone
+    from featcache.embedding.backbones import load_keras_backbone
     loaded = {}
 
     def get(name):
@@ -105,7 +105,7 @@ def test_old_backbone_specs_and_fingerprints_unchanged(mobilenet):
 
 
 def test_image_size_override_checked():
-    from featcache.backbones import get_backbone, load_keras_backbone
+    from featcache.embedding.backbones import get_backbone, load_keras_backbone
     with pytest.raises(FeatcacheError, match="xception takes images of at least 71 px"):
         load_keras_backbone("xception", "none", image_size=32)
     with pytest.raises(FeatcacheError, match="unknown keras backbone 'resnet51'"):
@@ -120,7 +120,7 @@ def test_export_keras_file_only_where_preprocessing_is_rebuilt():
     """The .keras export rebuilds x/127.5-1 or nothing; DenseNet's torch scaling gets no file."""
     from types import SimpleNamespace
 
-    from featcache.backbones import BackboneSpec
+    from featcache.embedding.backbones import BackboneSpec
     from featcache.model.graph import keras_model
     dense = SimpleNamespace(spec=BackboneSpec("densenet121", "keras", 224,
                                               KERAS_BACKBONES["densenet121"].preprocessing, 1024, "none"))
@@ -128,7 +128,7 @@ def test_export_keras_file_only_where_preprocessing_is_rebuilt():
 
 
 def test_export_keras_file_of_builtin_preprocessing_matches_features(images, tiny):
-    from featcache.decode import image_dataset
+    from featcache.embedding.decode import image_dataset
     from featcache.model.graph import HeadWeights, keras_model
     bb = tiny("mobilenet_v3_small")
     rng = np.random.default_rng(0)

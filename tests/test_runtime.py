@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import featcache
-from conftest import keras_reference, write_images
+from helpers import keras_reference, write_images
 from featcache.errors import FeatcacheError
-from featcache.runtime import use_runtime
+from featcache.embedding.runtime import use_runtime
 
+OPENVINO = pytest.mark.requires_openvino
 KERAS = {"mobilenet_v2": ("MobileNetV2", 224), "inception_v3": ("InceptionV3", 299)}
 
 
@@ -39,7 +40,7 @@ def _plain_keras(name, data):
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "inception_v3"])
-@pytest.mark.parametrize("runtime", ["tensorflow", "openvino"])
+@pytest.mark.parametrize("runtime", ["tensorflow", pytest.param("openvino", marks=OPENVINO)])
 def test_f32_parity_with_plain_keras_on_both_runtimes(tmp_path, name, runtime):
     data = tmp_path / "data"
     write_images(data, {"a": 2, "b": 1}, size=(61, 47))
@@ -56,6 +57,7 @@ def test_f32_parity_with_plain_keras_on_both_runtimes(tmp_path, name, runtime):
     assert np.ptp(got.X, axis=0).max() > 1e-3 * np.abs(ref).max()  # rows really differ
 
 
+@OPENVINO
 def test_default_runtime_is_openvino_and_f32_runtimes_share_one_entry(tmp_path, mobilenet):
     data, cache = tmp_path / "data", tmp_path / "c.h5"
     write_images(data, {"a": 2, "b": 2})
@@ -69,6 +71,7 @@ def test_default_runtime_is_openvino_and_f32_runtimes_share_one_entry(tmp_path, 
     assert "precision f32, runtime openvino+tensorflow" in _cli("info", cache).output
 
 
+@pytest.mark.requires_bf16
 def test_bf16_gets_its_own_entry_and_never_mixes(tmp_path, mobilenet):
     data, cache = tmp_path / "data", tmp_path / "c.h5"
     write_images(data, {"a": 3, "b": 3})
@@ -106,6 +109,7 @@ def _saved_model(path, op=None):
     return str(path)
 
 
+@OPENVINO
 def test_savedmodel_backbone_converts(tmp_path):
     handle = _saved_model(tmp_path / "tiny")
     tf_bb = featcache.get_backbone(handle, image_size=32)
@@ -115,13 +119,14 @@ def test_savedmodel_backbone_converts(tmp_path):
     np.testing.assert_allclose(ov_bb.fn(x), tf_bb.fn(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
+@OPENVINO
 def test_unconvertible_model_falls_back_with_note_or_fails_when_forced(tmp_path, caplog):
     import tensorflow as tf
     handle = _saved_model(tmp_path / "lgamma", tf.math.lgamma)  # no OpenVINO conversion rule
     write_images(tmp_path / "data", {"a": 2, "b": 2})
     cache = tmp_path / "c.h5"
     root_level = logging.getLogger().level
-    with caplog.at_level(logging.WARNING, logger="featcache.runtime"):
+    with caplog.at_level(logging.WARNING, logger="featcache.embedding.runtime"):
         s = featcache.embed(tmp_path / "data", cache, backbone=handle, progress=False)
     assert s.embedded == 4 and "Lgamma" in caplog.text and "using TensorFlow" in caplog.text
     assert logging.getLogger().level == root_level  # OpenVINO's failure must not mute notes
@@ -134,12 +139,13 @@ def test_unconvertible_model_falls_back_with_note_or_fails_when_forced(tmp_path,
     assert "--runtime tensorflow" in r.output and cache.read_bytes() == before
 
 
+@OPENVINO
 def test_output_differing_from_tensorflow_is_caught_at_load(mobilenet, caplog):
     import tensorflow as tf
     graph = mobilenet.graph_fn
     wrong = tf.function(lambda x: graph(x) * 1.01, input_signature=graph.input_signature)
     bad = dataclasses.replace(mobilenet, graph_fn=wrong)
-    with caplog.at_level(logging.WARNING, logger="featcache.runtime"):
+    with caplog.at_level(logging.WARNING, logger="featcache.embedding.runtime"):
         assert use_runtime(bad).runtime == "tensorflow"
     assert "differ from TensorFlow's" in caplog.text
     with pytest.raises(FeatcacheError, match="differ from TensorFlow's"):
@@ -160,14 +166,14 @@ def _no_openvino(monkeypatch):
 
 
 def _no_bf16(monkeypatch):
-    import featcache.runtime as runtime
+    import featcache.embedding.runtime as runtime
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda core: False)
 
 
 @pytest.mark.parametrize("setup, args, message", [
     (_no_openvino, ["--runtime", "openvino"], "--runtime openvino needs OpenVINO"),
     (_no_openvino, ["--precision", "bf16"], "--precision bf16 needs OpenVINO"),
-    (_no_bf16, ["--precision", "bf16"], "has no bf16 support"),
+    pytest.param(_no_bf16, ["--precision", "bf16"], "has no bf16 support", marks=OPENVINO),
     (None, ["--runtime", "onnx"], "unknown --runtime 'onnx': choose auto, tensorflow, openvino"),
     (None, ["--precision", "fp16"], "unknown --precision 'fp16': choose f32, bf16"),
     (None, ["--runtime", "tensorflow", "--precision", "bf16"], "runs on OpenVINO only"),
@@ -182,6 +188,7 @@ def test_bad_runtime_input_one_line_nothing_lost(cached, monkeypatch, setup, arg
     assert cache.read_bytes() == before
 
 
+@OPENVINO
 def test_auto_without_openvino_uses_tensorflow(cached, monkeypatch, mobilenet):
     data, cache, _ = cached
     _no_openvino(monkeypatch)
@@ -191,7 +198,7 @@ def test_auto_without_openvino_uses_tensorflow(cached, monkeypatch, mobilenet):
 
 
 def test_decode_pool_is_fixed_with_the_autotuner_off(tmp_path):
-    from featcache.decode import image_dataset
+    from featcache.embedding.decode import image_dataset
     from featcache.threads import available_cores
     write_images(tmp_path / "d", {"a": 3})
     paths = sorted(str(p) for p in (tmp_path / "d" / "a").iterdir())
@@ -208,6 +215,6 @@ def test_decode_pool_is_fixed_with_the_autotuner_off(tmp_path):
 
 
 def test_thread_split_gives_both_pools_every_core():
-    from featcache.runtime import thread_split
+    from featcache.embedding.runtime import thread_split
     assert thread_split(2) == (2, 2) and thread_split(1) == (1, 1)
     assert thread_split(16) == (16, 16)

@@ -10,15 +10,15 @@ import struct
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_images
+from helpers import write_images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 import featcache
 from featcache.cache import cache_info
-from featcache.dataset import inspect_file, scan_folder
-from featcache.decode import image_dataset
+from featcache.embedding.scan import inspect_file, scan_folder
+from featcache.embedding.decode import image_dataset
 from featcache.errors import FeatcacheError
 
 DENIED = "cannot list folder: Permission denied"
@@ -184,7 +184,7 @@ def test_freeze_fallback_logs_and_other_errors_propagate(tmp_path, monkeypatch, 
     import tensorflow as tf
     from tensorflow.python.framework import convert_to_constants
 
-    from featcache.backbones import load_hub_backbone
+    from featcache.embedding.backbones import load_hub_backbone
 
     class Tiny(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
@@ -196,7 +196,7 @@ def test_freeze_fallback_logs_and_other_errors_propagate(tmp_path, monkeypatch, 
     def cannot(*a, **k):
         raise ValueError("Cannot convert a resource op")
     monkeypatch.setattr(convert_to_constants, "convert_variables_to_constants_v2", cannot)
-    with caplog.at_level(logging.INFO, logger="featcache.backbones"):
+    with caplog.at_level(logging.INFO, logger="featcache.embedding.backbones"):
         bb = load_hub_backbone(str(tmp_path / "tiny"), image_size=4)
     assert "could not freeze" in caplog.text and "Cannot convert a resource op" in caplog.text
     x = np.full((1, 4, 4, 3), 51.0, np.float32)
@@ -214,7 +214,7 @@ def test_imagenet_failure_that_is_not_network_is_not_called_offline(monkeypatch)
 
     import keras
 
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
 
     def corrupted(*a, **k):
         raise ValueError("Incomplete or corrupted file detected")
@@ -238,7 +238,7 @@ def test_hub_errors_each_have_their_message(tmp_path, monkeypatch):
 
     import tensorflow_hub as hub
 
-    from featcache.backbones import load_hub_backbone
+    from featcache.embedding.backbones import load_hub_backbone
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(FeatcacheError, match="not a readable SavedModel directory"):
         load_hub_backbone(str(tmp_path / "notamodel"))
@@ -257,7 +257,7 @@ def test_hub_errors_each_have_their_message(tmp_path, monkeypatch):
 
 
 def test_seed_is_part_of_the_spec_for_random_weights(mobilenet):
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     assert mobilenet.spec.to_dict()["seed"] == 0
     other = get_backbone("mobilenet_v2", weights="none", seed=3)
     assert other.spec.to_dict()["seed"] == 3 and other.fingerprint != mobilenet.fingerprint
@@ -266,8 +266,8 @@ def test_seed_is_part_of_the_spec_for_random_weights(mobilenet):
 # --- CLI: flags, not Python names; notes surfaced ------------------------------------------
 
 def test_cli_says_flags_and_surfaces_notes(tmp_path, mobilenet, monkeypatch):
-    import featcache.embedding as embedding
-    from featcache.backbones import get_backbone
+    import featcache.embedding.run as embedding
+    from featcache.embedding.backbones import get_backbone
     from featcache.cli import cli
     data = tmp_path / "data"
     write_images(data, {"a": 2, "b": 2})
@@ -334,7 +334,7 @@ def _move_exif_after_pixels(png: bytes) -> bytes:
 
 
 def test_png_exif_after_the_pixels_is_found(tmp_path):
-    from featcache.decode import pil_rgb
+    from featcache.embedding.decode import pil_rgb
     arr = np.zeros((20, 40, 3), np.uint8)
     arr[:, :20] = 255  # white left half
     exif = Image.Exif()
@@ -363,7 +363,7 @@ def test_reembed_keeps_rows_of_a_folder_that_became_unlistable(tmp_path, mobilen
 
 
 def test_backbone_typo_is_rejected_before_the_scan(tmp_path, monkeypatch):
-    import featcache.embedding as embedding
+    import featcache.embedding.run as embedding
     write_images(tmp_path / "data", {"a": 1, "b": 1})
 
     def no_scan(*args, **kwargs):
@@ -376,7 +376,7 @@ def test_backbone_typo_is_rejected_before_the_scan(tmp_path, monkeypatch):
 
 
 def test_info_tells_random_weight_entries_apart_by_seed(tmp_path):
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     from featcache.cli import cli
     write_images(tmp_path / "data", {"a": 1, "b": 1})
     for seed in (0, 1):

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 import featcache
-from conftest import lock_held_in_thread, save_tiny_model, write_images
+from helpers import lock_held_in_thread, save_tiny_model, write_images
 from featcache.cache.shards import find_shards, parse_shard, shard_of, shard_path
 from featcache.cli import cli
 from featcache.errors import FeatcacheError
-from featcache.runners.devices import check_assigned, describe_devices, visible_devices
+from featcache.cluster.devices import check_assigned, describe_devices, visible_devices
 
 N = 3
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import clip_features
+from helpers import clip_features
 from featcache.errors import FeatcacheError, InvalidParameterError
 from featcache.evaluate import sweep
-from featcache.evaluate._heads import default_grid
+from featcache.evaluate._estimators import default_grid
 from featcache.heads import SoftmaxHead
 from featcache.heads.batch_regularisers import batch_regulariser
 

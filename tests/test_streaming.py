@@ -16,15 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from featcache import load_features, save_features
-from featcache.cache.lazy import CachedRows, open_rows
+from featcache.cache.streaming import CachedRows, open_rows
 from featcache.errors import FeatcacheError
 from featcache.evaluate import cross_validate_heads, make_splits
 from featcache.evaluate.knn import knn_cosine
 from featcache.evaluate.streaming import open_features
-from featcache.features import Features
+from featcache.cache.features import Features
 from featcache.heads import LogisticHead, SoftmaxHead
-from featcache.heads.streamed import streamed_scaler
-from featcache.memory import memory_budget, parse_size
+from featcache.heads._streaming import streamed_scaler
+from featcache.cache.memory import memory_budget, parse_size
 
 BUDGET = 64 * 2**10  # bytes: small enough that reads come in several blocks
 
@@ -194,7 +194,7 @@ def test_nonfinite_rows_are_found_when_streaming(tmp_path):
 
 
 def test_knn_and_audit_read_streamed_rows_in_tiles(cache):
-    from featcache.evaluate.audit import audit, audit_cache
+    from featcache.evaluate._audit import audit, audit_cache
     mem, lazy = load_features(cache), open_rows(cache, budget=BUDGET)
     a, b = knn_cosine(mem.X, 5, tile=128), knn_cosine(lazy.X, 5, tile=128)
     assert np.array_equal(a[0], b[0])

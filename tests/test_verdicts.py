@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score
-from test_audit import planted
-from test_diagnose import clean
+from helpers import planted
+from helpers import clean
 
-from featcache.diagnosis import curve_numbers, diagnose
+from featcache.evaluate.diagnosis import curve_numbers, diagnose
 from featcache.evaluate import cross_validate_heads, make_splits, sweep, verdicts
-from featcache.evaluate.audit import audit
+from featcache.evaluate._audit import audit
 from featcache.evaluate.curve import CurveResult
 from featcache.evaluate.verdicts import diagnosis_conclusion, learning_curve_verdict
-from featcache.features import Features
-from featcache.jsonout import jsonable
+from featcache.cache.features import Features
+from featcache.files import jsonable
 from featcache.report.diagnosis import fmt, write_diagnosis
 
 
@@ -87,7 +87,7 @@ def test_train_score_and_gap_are_in_the_chosen_metric():
     feats = imbalanced()
     res = cross_validate_heads(feats, "logreg", folds=3, metric="balanced_accuracy")
     h = res.heads["logreg"]
-    from featcache.evaluate._heads import resolve_heads
+    from featcache.evaluate._estimators import resolve_heads
     est = resolve_heads("logreg")["logreg"]
     for j, (tr, _) in enumerate(res.plan.splits):
         model = clone(est).fit(feats.X[tr], feats.y[tr])

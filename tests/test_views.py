@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import featcache
-from conftest import counting, kill_after_segments, write_images
-from featcache.augment import augment_image, parse_augment, view_seeds
+from helpers import counting, kill_after_segments, write_images
+from featcache.embedding.augment import augment_image, parse_augment, view_seeds
 from featcache.errors import FeatcacheError
-from tiny_backbone import tiny_backbone
+from helpers import tiny_backbone
 
 SPEC = "flip,crop=0.8,rotate=10,color=0.2,blur"
 
@@ -167,7 +167,7 @@ def test_undecodable_image_fails_once_and_others_get_views(tmp_path, tiny):
 
 
 def test_failed_commit_loses_nothing_and_rerun_embeds_no_view_again(tmp_path, tiny, monkeypatch):
-    import featcache.embedding as embedding
+    import featcache.embedding.run as embedding
     data, cache = tmp_path / "data", tmp_path / "c.h5"
     write_images(data, {"a": 3, "b": 3})
     featcache.embed(data, cache, backbone=tiny, progress=False)

@@ -23,7 +23,7 @@ depend on the precision. Readers return float32 unless asked otherwise.
 Schema 1 (featcache 0.1.0) is the same without ``checksum``; such entries read
 unverified, and the next ``embed`` of the entry adds checksums.
 
-A merged cache (:mod:`featcache.cache.merge`) has the same layout; its
+A merged cache (:mod:`featcache.cache._merge`) has the same layout; its
 datasets may be HDF5 Virtual Datasets over ``CACHE.h5.shards/shard-i-of-N.h5``,
 and its entries carry ``merged_from`` (JSON: shards, copied).
 
@@ -32,11 +32,12 @@ Rows are in insertion order; ``load_features`` sorts them by path. Every read
 :mod:`featcache.cache.read`. Writing: :mod:`featcache.cache.write`.
 """
 from featcache.cache.layout import ROOT, SCHEMA_VERSION, entry_key, real_cache_path
-from featcache.cache.read import (EntryRows, cache_info, load_features, open_read, read_entry,
-                                  read_failures)
+from featcache.cache.read import EntryRows, open_read, read_entry, read_failures
+from featcache.cache.load import load_features, load_views
+from featcache.cache.info import cache_info
 from featcache.cache.write import save_features, writer_lock
-from featcache.cache.merge import MergeSummary, merge
+from featcache.cache._merge import MergeSummary, merge
 
 __all__ = ["ROOT", "SCHEMA_VERSION", "EntryRows", "MergeSummary", "cache_info", "entry_key",
-           "load_features", "merge", "open_read", "read_entry", "read_failures", "real_cache_path",
-           "save_features", "writer_lock"]
+           "load_features", "load_views", "merge", "open_read", "read_entry", "read_failures",
+           "real_cache_path", "save_features", "writer_lock"]

@@ -1,13 +1,14 @@
 """Names, constants and row checksums shared by the cache's reader and writer."""
 from __future__ import annotations
 
-import os
 import re
 import zlib
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from featcache.files import real_path
 
 SCHEMA_VERSION = 2
 ROOT = "backbones"
@@ -23,7 +24,7 @@ def entry_key(name: str, fingerprint: str) -> str:
 
 def real_cache_path(cache_path) -> Path:
     """The file a cache path names, symlinks resolved: locks and rewrites act on it."""
-    return Path(os.path.realpath(Path(cache_path).expanduser()))
+    return real_path(cache_path)
 
 
 def sibling(cache_path, suffix: str) -> Path:

@@ -1,4 +1,8 @@
-"""Reading a cache: opening it safely, verifying row checksums, loading features, summaries."""
+"""Reading a cache: opening it safely, picking an entry, verifying row checksums.
+
+The public readers build on this: :mod:`featcache.cache.load` (features, views) and
+:mod:`featcache.cache.info` (summaries).
+"""
 from __future__ import annotations
 
 import json
@@ -9,11 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featcache.cache.dtypes import as_read_dtype
 from featcache.cache.layout import BLOCK_ROWS, ROOT, SCHEMA_VERSION, row_checksums
 from featcache.cache.virtual import check_sources
 from featcache.errors import FeatcacheError
-from featcache.features import Features
 
 NO_CHECKSUMS = "no checksums (written by an older featcache): re-run embed to add them"
 
@@ -158,58 +160,11 @@ def damage_message(cache_path, key: str, rows: EntryRows) -> str:
             "to re-embed them")
 
 
-def _verified(cache_path, key: str, group: h5py.Group, X=None) -> EntryRows:
+def verified(cache_path, key: str, group: h5py.Group, X=None) -> EntryRows:
     rows = read_entry(group, X)
     if rows.damaged:
         raise FeatcacheError(damage_message(cache_path, key, rows))
     return rows
-
-
-def load_features(cache_path, backbone: str | None = None, views=False, dtype=None) -> Features:
-    """Load one backbone's features from a cache, verifying every row's checksum.
-
-    Parameters
-    ----------
-    cache_path : str or Path
-        The HDF5 file written by :func:`featcache.embed`.
-    backbone : str, optional
-        An entry key (``mobilenet_v2-1a2b3c4d5e6f``) or a backbone name.
-        Needed only when the cache holds several entries.
-    views : bool or str
-        False (default): no views. True: also load the entry's augmented views
-        (its only views group); a str picks a group by key (``k5-...``) or by
-        canonical augment spec. See :func:`featcache.load_views`.
-    dtype : optional
-        Type of ``X`` (and ``views``): float32 (default, whatever is stored),
-        float16 or float64.
-
-    Returns
-    -------
-    Features
-        Rows sorted by relative path; ``X`` is float32 of shape (n, d); ``views``
-        is None or (n, K, d), ``views[i]`` the views of row ``i``.
-
-    Raises
-    ------
-    FeatcacheError
-        If the cache is missing, locked, of a newer schema, or has damaged rows
-        (the message names them; ``featcache embed`` re-embeds them).
-    """
-    with reading(cache_path) as f:
-        key = pick_entry(f, backbone, cache_path)
-        g = f[ROOT][key]
-        X = g["features"][:]
-        rows = _verified(cache_path, key, g, X)
-        paths = np.asarray(rows.paths, dtype=str)
-        order = np.argsort(paths, kind="stable")
-        V = None
-        if views is not False and views is not None:
-            from featcache.cache.views import aligned_views
-            V = aligned_views(cache_path, g, views, paths[order], rows.sha[order], dtype)[1]
-        return Features(X=as_read_dtype(X[order], dtype), y=rows.labels[order].astype(np.int64),
-                        paths=paths[order], class_names=json.loads(g.attrs["class_names"]),
-                        sha256=rows.sha[order], backbone=key, spec=json.loads(g.attrs["spec"]),
-                        views=V)
 
 
 def read_failures(group: h5py.Group) -> list[tuple[str, str, str]]:
@@ -232,41 +187,7 @@ def feature_bytes(ds: h5py.Dataset) -> int:
     return int(ds.size * ds.dtype.itemsize if ds.is_virtual else ds.id.get_storage_size())
 
 
-def _entry_info(cache_path, key: str, g: h5py.Group) -> dict:
-    from featcache.cache.views import views_info
-    rows = _verified(cache_path, key, g)
-    names = json.loads(g.attrs["class_names"])
-    counts = np.bincount(rows.labels, minlength=len(names))
-    return {"key": key, "spec": json.loads(g.attrs["spec"]),
-            "fingerprint": str(g.attrs["fingerprint"]), "data_dir": str(g.attrs["data_dir"]),
-            "rows": int(len(rows.labels)), "feature_dim": int(g.attrs["feature_dim"]),
-            "class_counts": dict(zip(names, counts.tolist())), "checksums": rows.checked,
-            "failures": [{"path": p, "reason": r} for p, _, r in read_failures(g)],
-            "seconds_per_image": _seconds_per_image(g),
-            "feature_bytes": feature_bytes(g["features"]), "virtual": g["features"].is_virtual,
-            "dtype": str(g["features"].dtype), "views": views_info(cache_path, g),
-            "runtimes": entry_runtimes(g)}
-
-
-def cache_info(cache_path) -> dict:
-    """Summary of a cache: per entry its spec, counts per class, failures and checksum state.
-
-    A cache that does not exist yet but has batches from an interrupted first
-    run reports them (``exists`` False, no entries) instead of failing.
-    """
-    from featcache.journal import pending_batches
-    path = Path(cache_path)
-    pending = pending_batches(path)
-    if not path.exists() and pending:
-        return {"path": str(path), "exists": False, "schema_version": None, "file_bytes": 0,
-                "entries": [], "interrupted": pending}
-    with reading(path) as f:
-        entries = [_entry_info(path, key, f[ROOT][key]) for key in (sorted(f[ROOT]) if ROOT in f else [])]
-        return {"path": str(path), "exists": True, "schema_version": int(f.attrs["schema_version"]),
-                "file_bytes": path.stat().st_size, "entries": entries, "interrupted": pending}
-
-
-def _seconds_per_image(group: h5py.Group):
+def seconds_per_image(group: h5py.Group):
     """Embed time per image recorded by ``embed`` (None for entries written without it)."""
     value = group.attrs.get("seconds_per_image")
     return None if value is None else float(value)
@@ -282,4 +203,4 @@ def list_entries(cache_path) -> list[dict]:
         groups = [(key, f[ROOT][key]) for key in (sorted(f[ROOT]) if ROOT in f else [])]
         return [{"key": key, "spec": json.loads(g.attrs["spec"]),
                  "feature_dim": int(g.attrs["feature_dim"]), "rows": int(len(g["paths"])),
-                 "seconds_per_image": _seconds_per_image(g)} for key, g in groups]
+                 "seconds_per_image": seconds_per_image(g)} for key, g in groups]

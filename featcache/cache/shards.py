@@ -7,7 +7,7 @@ the same image in the same shard, and adding images never moves old ones.
 
 Shard ``i`` of ``N`` of ``CACHE.h5`` is ``CACHE.h5.shards/shard-i-of-N.h5``: an
 ordinary featcache cache, written with the same lock, journal and atomic
-rewrite as any other. :func:`featcache.cache.merge.merge` assembles them.
+rewrite as any other. :func:`featcache.cache._merge.merge` assembles them.
 """
 from __future__ import annotations
 

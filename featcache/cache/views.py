@@ -19,14 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from featcache.cache.dtypes import as_read_dtype
-from featcache.cache.read import damage_message, feature_bytes, pick_entry, read_entry, reading
-from featcache.cache.layout import ROOT
+from featcache.cache.read import damage_message, feature_bytes, read_entry
 from featcache.errors import FeatcacheError
 
 VIEWS = "views"
@@ -138,36 +136,3 @@ def views_info(where, entry: h5py.Group) -> list:
                     "dtype": str(g["features"].dtype),
                     "feature_bytes": feature_bytes(g["features"])})
     return out
-
-
-def load_views(cache_path, backbone: str | None = None, augment=True, dtype=None) -> Views:
-    """Load one entry's augmented views, aligned to :func:`load_features`' row order.
-
-    Parameters
-    ----------
-    cache_path : str or Path
-    backbone : str, optional
-        An entry key or backbone name (needed when the cache holds several).
-    augment : True or str
-        Which views group: True for the only one, else its key (``k5-...``) or
-        its canonical augment spec (``crop=0.8,flip``).
-    dtype : optional
-        float32 (default) or float16.
-
-    Returns
-    -------
-    Views
-
-    Raises
-    ------
-    FeatcacheError
-        If the entry has no (or no such) views, a view row fails its checksum,
-        or some images have no views.
-    """
-    from featcache.cache.read import load_features
-    feats = load_features(cache_path, backbone, views=augment, dtype=dtype)
-    with reading(cache_path) as f:
-        entry = f[ROOT][pick_entry(f, backbone, cache_path)]
-        g = entry[VIEWS][pick_views(entry, augment, str(Path(cache_path)))]
-        return Views(feats.views, feats.paths, feats.sha256, str(g.attrs["augment"]),
-                     int(g.attrs["seed"]), g.name.rsplit("/", 1)[-1], feats.backbone)

@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -27,27 +26,10 @@ from featcache.cache.dtypes import to_stored
 from featcache.cache.layout import (BLOCK_ROWS, ROOT, SCHEMA_VERSION, STR, entry_key,
                                     real_cache_path, row_checksums, sibling)
 from featcache.cache.read import open_read
-from featcache.errors import FeatcacheError
-from featcache.features import Features
-
-
-def is_no_space(exc: OSError) -> bool:
-    """True for a full disk or quota, as raised by Python or wrapped by HDF5."""
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "no space left" in str(exc).lower()
-
-
-def _mount_point(path: Path) -> str:
-    p = os.path.realpath(path.parent)
-    while not os.path.ismount(p):
-        p = os.path.dirname(p)
-    return p
-
-
-def no_space_message(cache_path) -> str:
-    """The one line a full disk gets."""
-    path = real_cache_path(cache_path)
-    return (f"no space left on {_mount_point(path)} while writing {path}; nothing lost; "
-            "free space and re-run")
+from featcache._version import __version__
+from featcache.errors import FeatcacheError, NoSpaceError
+from featcache.files import TMP, atomic_path, is_no_space, no_space_message
+from featcache.cache.features import Features
 
 
 def _acquire(path: Path, lock_path: Path):
@@ -88,12 +70,12 @@ def writer_lock(cache_path):
         raise FeatcacheError(f"cannot write cache {path}: {exc.strerror} ({exc.filename})") from None
     fh = _acquire(path, lock_path)
     try:
-        for stale in path.parent.glob(path.name + ".tmp-*"):
+        for stale in path.parent.glob(path.name + TMP + "*"):
             stale.unlink()  # a rewrite killed before its rename; we hold the lock, so nobody owns it
         yield path
-    except OSError as exc:
+    except OSError as exc:  # NoSpaceError too: it names the cache, not a temporary file
         if is_no_space(exc):
-            raise FeatcacheError(no_space_message(path)) from None
+            raise NoSpaceError(no_space_message(path)) from None
         raise
     finally:
         lock_path.unlink(missing_ok=True)  # while still locked: see _acquire
@@ -167,23 +149,15 @@ def rewrite(cache_path, key: str):
     cache is untouched. Other entries are copied as they are, never dropped.
     """
     path = real_cache_path(cache_path)
-    tmp = sibling(path, f".tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as new:
-            from featcache import __version__
-            new.attrs.update({"schema_version": SCHEMA_VERSION, "featcache_version": __version__})
-            root = new.create_group(ROOT)
-            if path.exists():
-                with open_read(path, check_virtual=False) as old:  # copied, not read
-                    for other in old[ROOT]:
-                        if other != key:
-                            old.copy(old[ROOT][other], root, name=other)
-            yield new, root.create_group(key)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as new:
+        new.attrs.update({"schema_version": SCHEMA_VERSION, "featcache_version": __version__})
+        root = new.create_group(ROOT)
+        if path.exists():
+            with open_read(path, check_virtual=False) as old:  # copied, not read
+                for other in old[ROOT]:
+                    if other != key:
+                        old.copy(old[ROOT][other], root, name=other)
+        yield new, root.create_group(key)
 
 
 def save_features(cache_path, features: Features, *, fingerprint: str | None = None,

@@ -1,6 +1,6 @@
 """CLI commands for honest evaluation: ``audit`` and ``diagnose``.
 
-Thin wrappers over :mod:`featcache.evaluate.audit` and :mod:`featcache.diagnosis`.
+Thin wrappers over :mod:`featcache.evaluate._audit` and :mod:`featcache.evaluate.diagnosis`.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 from featcache.cli.app import cli
 from featcache.errors import FeatcacheError
-from featcache.report.outputs import check_writable
+from featcache.files import check_writable
 
 
 def _threshold(text):
@@ -32,7 +32,7 @@ def _audit_options(f):
                      help="The Keras validation_split to model."),
         click.option("--keras-seed", default=123, show_default=True, type=int,
                      help="The seed given to image_dataset_from_directory "
-                          "(DEFAULT_KERAS_SEED in featcache.evaluate.audit)."),
+                          "(DEFAULT_KERAS_SEED in featcache.evaluate._audit)."),
         click.option("--folds", default=5, show_default=True, type=int,
                      help="Folds of featcache's stratified CV (the audit checks it for "
                           "leakage; diagnose also evaluates with it)."),
@@ -59,7 +59,7 @@ def audit(cache, backbone, threshold, validation_split, keras_seed, folds, seed,
     validation_split and featcache's CV put on both sides of a cut, and the
     per-class counts.
     """
-    from featcache.evaluate.audit import audit_cache, format_text
+    from featcache.evaluate._audit import audit_cache, format_text
     check_writable(json_out, "--json")
     report = audit_cache(cache, backbone, threshold=_threshold(threshold),
                          validation_split=validation_split, keras_seed=keras_seed,
@@ -90,7 +90,7 @@ def diagnose(cache, backbone, threshold, validation_split, keras_seed, folds, se
     learning curve for one head, then writes report.html (self-contained),
     PNG plots and diagnosis.json to --out.
     """
-    from featcache.diagnosis import diagnose_cache
+    from featcache.evaluate.diagnosis import diagnose_cache
     from featcache.report.diagnosis import write_diagnosis
     grid_values = None
     if grid:

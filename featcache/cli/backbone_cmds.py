@@ -16,7 +16,7 @@ def backbones():
     default ~/.keras/models); a backbone without them needs network access for
     --weights imagenet, or a local file with --weights PATH.
     """
-    from featcache.registry import keras_models_dir, list_backbones
+    from featcache.embedding.registry import keras_models_dir, list_backbones
     from featcache.report.tables import render
     rows = [[b["name"], b["keras"], f"{b['input_size']} px", b["feature_dim"], b["preprocessing"],
              "yes" if b["weights_cached"] else "no"] for b in list_backbones()]
@@ -51,9 +51,9 @@ def compare(cache, head, backbones, folds, inner_folds, repeats, group_by, seed,
     the best backbone is tested against each other one (corrected t-test).
     """
     from featcache.evaluate.compare import compare_backbones
-    from featcache.jsonout import write_json
+    from featcache.files import write_json
     from featcache.report.compare import format_backbone_comparison, plot_backbone_comparison
-    from featcache.report.outputs import check_writable
+    from featcache.files import check_writable
     check_writable(json_out, "--json")
     check_writable(plots_dir, "--plots", folder=True)
     res = compare_backbones(cache, head, backbones, folds=folds, inner_folds=inner_folds,

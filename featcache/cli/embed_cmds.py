@@ -52,16 +52,16 @@ def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed, view
     if address is not None:
         if shard is not None:
             raise FeatcacheError("--shard and --ray do not mix: Ray picks the shards itself")
-        from featcache.runners.ray_runner import embed_on_ray
+        from featcache.cluster.ray_embed import embed_on_ray
         click.echo(str(embed_on_ray(data_dir, cache, address, workers, gpus_per_worker, backbone,
                                     weights, batch_size, image_size, seed, **options)))
         return
-    from featcache.embedding import embed as run
+    from featcache.embedding.run import embed as run
     summary = run(data_dir, cache, backbone=backbone, weights=weights, batch_size=batch_size,
                   image_size=image_size, seed=seed, shard=shard, **options)
     click.echo(str(summary))
     if shard is not None:
-        from featcache.runners.devices import describe_devices
+        from featcache.cluster.devices import describe_devices
         click.echo(f"shard {shard} embedded on: {describe_devices()}")
     if summary.failed:
         click.echo(f"{summary.failed} file(s) or folder(s) could not be embedded: "
@@ -75,7 +75,7 @@ def embed(data_dir, cache, backbone, weights, batch_size, image_size, seed, view
 @click.option("--shards", default=None, type=int, help="Merge the shards of this N only.")
 def merge(cache, copy, shards):
     """Assemble CACHE.shards/shard-i-of-N.h5 (from `embed --shard`) into CACHE."""
-    from featcache.cache.merge import merge as run
+    from featcache.cache._merge import merge as run
     click.echo(str(run(cache, copy=copy, shards=shards)))
 
 
@@ -87,7 +87,7 @@ def _mb(n: int) -> str:
 @click.argument("cache", type=click.Path(path_type=str))
 def info(cache):
     """Print a cache's backbones, counts per class, failures and sizes."""
-    from featcache.cache.read import NO_CHECKSUMS, cache_info
+    from featcache.cache.info import NO_CHECKSUMS, cache_info
     report = cache_info(cache)
     if not report["exists"]:
         click.echo(f"{report['path']}: not written yet")

@@ -10,7 +10,7 @@ import click
 
 from featcache.cli.app import cli
 from featcache.errors import FeatcacheError
-from featcache.report.outputs import check_writable
+from featcache.files import check_writable
 
 _METRICS = click.Choice(["accuracy", "balanced_accuracy", "f1_macro"])
 
@@ -113,7 +113,7 @@ def _check_outputs(json_out, plots_dir=None):
 
 
 def _write_json(path, command, features, cache, payload):
-    from featcache.jsonout import write_json
+    from featcache.files import write_json
     write_json(path, {"command": command, "cache": str(cache), "backbone": features.backbone,
                       **payload})
     click.echo(f"JSON written to {path}")

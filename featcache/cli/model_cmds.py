@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import click
 
 from featcache.cli.app import cli
 from featcache.errors import FeatcacheError
-from featcache.report.outputs import check_writable
+from featcache.files import check_writable, write_text
 
 _METRICS = click.Choice(["accuracy", "balanced_accuracy", "f1_macro"])
 
@@ -68,7 +67,7 @@ def train(cache, out, head, reg, grid, folds, group_by, seed, metric, class_weig
           backbone, data_dir, sample, tflite, quantize, force, augmented):
     """Train a head on every row of CACHE and export it with its backbone to MODEL_DIR."""
     from featcache.model.export import check_cache_exportable, check_output, export_model
-    from featcache.model.train import train as run
+    from featcache.model._train import train as run
     check_output(out, force)  # before any work
     check_cache_exportable(cache, backbone)  # fast-decode and bf16 entries: before fitting
     res = run(cache, head, _reg(reg), backbone=backbone, grid=_grid(grid), folds=folds,
@@ -103,14 +102,6 @@ def export_check(model_dir, data_dir, cache, sample):
     click.echo(f"parity OK: {check_export(model_dir, data_dir, cache=cache, sample=sample)}")
 
 
-def _atomic_write(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _csv(rows, top_k) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -138,9 +129,9 @@ def predict(model_dir, paths, top_k, csv_out, json_out, batch_size):
     check_writable(json_out, "--json")
     rows = load_model(model_dir).predict(list(paths), top_k=top_k, batch_size=batch_size)
     if csv_out:
-        _atomic_write(csv_out, _csv(rows, top_k))
+        write_text(csv_out, _csv(rows, top_k))
     if json_out:
-        _atomic_write(json_out, json.dumps(rows, indent=1))
+        write_text(json_out, json.dumps(rows, indent=1))
     bad = [r for r in rows if r["error"]]
     if not (csv_out or json_out):
         for r in rows:
@@ -163,7 +154,7 @@ def predict(model_dir, paths, top_k, csv_out, json_out, batch_size):
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
 def evaluate(model_dir, test_dir, out_dir, force, batch_size, seed):
     """Held-out evaluation of MODEL_DIR on TEST_DIR (one sub-folder per class)."""
-    from featcache.model.check import evaluate_model
+    from featcache.model.heldout import evaluate_model
     out = Path(out_dir) if out_dir else None
     if out and out.is_dir() and any(out.iterdir()) and not force:
         raise FeatcacheError(f"--out {out_dir} already exists: pass --force to write into it")

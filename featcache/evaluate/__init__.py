@@ -28,7 +28,7 @@ _EXPORTS = {
     "NestedResult": "nested", "HeadNested": "nested", "nested_cv": "nested",
     "HeldoutReport": "heldout", "evaluate_predictions": "heldout",
     "Verdict": "verdicts", "learning_curve_verdict": "verdicts",
-    "check_metric": "_common", "resolve_heads": "_heads",
+    "check_metric": "_common", "resolve_heads": "_estimators",
 }
 
 __all__ = sorted(_EXPORTS)

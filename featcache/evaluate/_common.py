@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from featcache.errors import FeatcacheError
-from featcache.evaluate._heads import resolve_heads
+from featcache.evaluate._estimators import resolve_heads
 from featcache.evaluate.metrics import SCORE_METRICS
 from featcache.evaluate.splits import SplitPlan, as_features, make_splits
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from featcache.cache.read import list_entries, load_features
+from featcache.cache.load import load_features
+from featcache.cache.read import list_entries
 from featcache.errors import FeatcacheError
 from featcache.evaluate.nested import nested_cv
 from featcache.evaluate.splits import SplitPlan, make_splits
 from featcache.evaluate.stats import compare_to_best
-from featcache.features import Features
-from featcache.jsonout import jsonable
+from featcache.cache.features import Features
+from featcache.files import jsonable
 from featcache.threads import blas_thread_limit
 
 MIN_SHARED = 50  # fewer shared images give intervals too wide to rank backbones

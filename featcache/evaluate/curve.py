@@ -22,14 +22,14 @@ from sklearn.base import clone
 
 from featcache.errors import FeatcacheError
 from featcache.evaluate._common import prepare_run
-from featcache.evaluate.augmented import check_augmented, training_rows
+from featcache.evaluate.views import check_augmented, training_rows
 from featcache.evaluate.cv import progress_bar
 from featcache.evaluate.metrics import score
 from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
 from featcache.evaluate.splits import SplitPlan, as_features
 from featcache.evaluate.stats import summarize
 from featcache.evaluate.verdicts import learning_curve_verdict
-from featcache.jsonout import jsonable, num
+from featcache.files import jsonable, num
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 

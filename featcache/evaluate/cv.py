@@ -16,13 +16,13 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from featcache.evaluate._common import prepare_run
-from featcache.evaluate.augmented import check_augmented, training_rows
+from featcache.evaluate.views import check_augmented, training_rows
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
 from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
 from featcache.evaluate.splits import SplitPlan, as_features, make_splits, straddling_groups
 from featcache.evaluate.stats import compare_to_best, summarize
 from featcache.evaluate.verdicts import split_verdict
-from featcache.jsonout import jsonable
+from featcache.files import jsonable
 
 FOLD_KEYS = METRICS + ("train_accuracy", "train_score", "gap", "fit_time")
 
@@ -127,7 +127,7 @@ def cross_validate_heads(data, heads="logreg", *, folds: int = 5, repeats: int =
     augmented : bool, default False
         Train each fold on its clean rows plus their cached views
         (``Features.views``); validate on clean rows only. See
-        :mod:`featcache.evaluate.augmented`.
+        :mod:`featcache.evaluate.views`.
 
     Returns
     -------

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from featcache.errors import FeatcacheError
-from featcache.jsonout import num
+from featcache.files import num
 
 N_BINS = 15
 """Equal-width confidence bins of the expected calibration error."""

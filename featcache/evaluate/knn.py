@@ -4,7 +4,7 @@ Rows are scaled by their inverse L2 norms tile by tile (float32, no normalised
 copy of X), and tiles of the upper triangle serve both their rows and their
 columns. Memory is one ``tile x tile`` block plus the ``n x k`` neighbour
 lists: never an ``n x n`` matrix. Rows streamed from a cache
-(:class:`featcache.cache.lazy.CachedRows`) are read tile by tile, in file
+(:class:`featcache.cache.streaming.CachedRows`) are read tile by tile, in file
 order, so the features are never all in memory either.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ import sklearn
 from sklearn.base import clone
 
 from featcache.errors import FeatcacheError
-from featcache.jsonout import jsonable, num
+from featcache.files import jsonable, num
 from featcache.evaluate._common import prepare_run
 from featcache.evaluate.cv import progress_bar
 from featcache.evaluate.metrics import BOUNDS, fold_scores

@@ -17,7 +17,7 @@ from sklearn.model_selection import (GroupKFold, RepeatedStratifiedKFold, Strati
                                      StratifiedKFold)
 
 from featcache.errors import FeatcacheError
-from featcache.features import Features
+from featcache.cache.features import Features
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 cv, sweep and audit call :func:`open_features`: it loads the features when the
 run fits the memory budget, and otherwise (or when asked) returns features
-whose ``X`` streams from the file (:class:`featcache.cache.lazy.CachedRows`).
+whose ``X`` streams from the file (:class:`featcache.cache.streaming.CachedRows`).
 Only the softmax head trains from a stream; other heads get one clear error,
 or the features in memory (with a note) when they fit after all.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from featcache.errors import FeatcacheError
-from featcache.memory import memory_budget as resolve_budget
+from featcache.cache.memory import memory_budget as resolve_budget
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def open_features(cache_path, backbone: str | None = None, *, heads=None, stream
     Returns
     -------
     Features
-        ``X`` is an ndarray, or a :class:`featcache.cache.lazy.CachedRows`.
+        ``X`` is an ndarray, or a :class:`featcache.cache.streaming.CachedRows`.
 
     Raises
     ------
@@ -56,7 +56,7 @@ def open_features(cache_path, backbone: str | None = None, *, heads=None, stream
         as :func:`featcache.load_features`.
     """
     from featcache.cache import load_features
-    from featcache.cache.lazy import open_rows
+    from featcache.cache.streaming import open_rows
     if views:
         if streaming:
             raise FeatcacheError("streaming=True does not take views: augmented training "
@@ -70,7 +70,7 @@ def open_features(cache_path, backbone: str | None = None, *, heads=None, stream
 
 def _should_stream(cache_path, backbone, heads, streaming, budget, copies) -> bool:
     """Stream or load (see :func:`open_features`); logs the note, raises for other heads."""
-    from featcache.cache.lazy import entry_shape, format_bytes
+    from featcache.cache.streaming import entry_shape, format_bytes
     n, d = entry_shape(cache_path, backbone)
     need = copies * n * d * 4
     fits = need <= budget
@@ -97,6 +97,6 @@ def _non_streaming(heads) -> list:
     """Names of the heads in ``heads`` that cannot train from streamed rows."""
     if heads is None:
         return []
-    from featcache.evaluate._heads import resolve_heads
-    from featcache.heads.streamed import can_stream
+    from featcache.evaluate._estimators import resolve_heads
+    from featcache.heads._streaming import can_stream
     return [name for name, est in resolve_heads(heads, None, None).items() if not can_stream(est)]

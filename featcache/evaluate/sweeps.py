@@ -13,14 +13,14 @@ import sklearn
 
 from featcache.errors import FeatcacheError
 from featcache.evaluate._common import prepare_run
-from featcache.evaluate._heads import default_grid, fit_path, reg_param
-from featcache.evaluate.augmented import BOTH, check_augmented, training_rows, with_views
+from featcache.evaluate._estimators import default_grid, fit_path, reg_param
+from featcache.evaluate.views import BOTH, check_augmented, training_rows, with_views
 from featcache.evaluate.cv import PairedRun, progress_bar
 from featcache.evaluate.metrics import BOUNDS, METRICS, fold_scores
 from featcache.evaluate.parallel import check_n_jobs, fold_jobs, map_folds
 from featcache.evaluate.splits import SplitPlan, as_features
 from featcache.evaluate.stats import compare_to_best, summarize
-from featcache.jsonout import jsonable
+from featcache.files import jsonable
 
 SWEEP_KEYS = METRICS + ("train_accuracy", "train_score", "gap")
 
@@ -76,11 +76,13 @@ class SweepResult(PairedRun):
     ``comparison`` tests the best head (at its best setting) against each
     other head at its best setting. With ``augmented="both"``, ``views``
     maps name -> HeadSweep trained with views (same splits) and
-    ``views_tests`` name -> :func:`featcache.evaluate.augmented.views_test`.
+    ``views_tests`` name -> :func:`featcache.evaluate.views.views_test`, and
+    ``views_verdicts`` name -> its verdict sentence.
     """
 
     views: dict = field(default_factory=dict)
     views_tests: dict = field(default_factory=dict)
+    views_verdicts: dict = field(default_factory=dict)  # name -> sentence (not in the JSON)
 
     def best_confusion(self) -> np.ndarray:
         """Confusion matrix (summed over splits) of the best head at its best setting."""
@@ -132,7 +134,7 @@ def sweep(data, heads=("logreg", "svm", "softmax"), *, grids=None, folds: int = 
         one after another).
     augmented : False, True or "both"
         True trains each fold on its clean rows plus their cached views and
-        validates on clean rows (:mod:`featcache.evaluate.augmented`);
+        validates on clean rows (:mod:`featcache.evaluate.views`);
         ``"both"`` sweeps without and with views on the same splits and fills
         ``views`` and ``views_tests``.
 

@@ -251,7 +251,7 @@ def augmentation_verdict(test: dict, metric: str = "accuracy") -> Verdict:
     Parameters
     ----------
     test : dict
-        :func:`featcache.evaluate.augmented.views_test`: ``without`` and
+        :func:`featcache.evaluate.views.views_test`: ``without`` and
         ``with`` (``mean``, ``gap`` at each run's best setting; the gap is on
         clean training rows) and the corrected ``p_value`` of with minus without.
     metric : str

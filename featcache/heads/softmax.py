@@ -11,7 +11,8 @@ from featcache.heads._base import (CLASS_WEIGHT, BaseHead, Interval, StrOptions,
                                    prepare_fit, row_weights)
 from featcache.heads._linear import fold_scaler
 from featcache.heads.batch_regularisers import batch_regulariser
-from featcache.heads.streamed import is_streamed, map_blocks, stream_errors
+from featcache.heads._softmax_parts import inner_split, loss_sums
+from featcache.heads._streaming import is_streamed, map_blocks, stream_errors
 
 _FRACTION = Interval(Real, 0, 1, closed="left")
 
@@ -88,6 +89,7 @@ class SoftmaxHead(BaseHead):
     #: default grids of the other parameters ``sweep(param=...)`` can sweep
     param_grids = {"mixup_alpha": np.array([0.05, 0.1, 0.2, 0.4, 1.0, 2.0]),
                    "feature_noise": np.array([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])}
+    _can_stream = True  # fits from rows streamed off the cache (see heads._streaming)
     _parameter_constraints = {
         "l2": [Interval(Real, 0, None, closed="left")],
         "dropout": [_FRACTION],
@@ -132,9 +134,9 @@ class SoftmaxHead(BaseHead):
     def fit(self, X, y):
         """Train on ``X`` (n_samples, n_features) and labels ``y``; return self.
 
-        ``X`` may be rows streamed from a cache (:class:`featcache.cache.lazy.CachedRows`,
+        ``X`` may be rows streamed from a cache (:class:`featcache.cache.streaming.CachedRows`,
         e.g. ``featcache.open_features(..., streaming=True).X[train]``): training then
-        reads them in chunks through a shuffle buffer (see :mod:`featcache.heads.streamed`).
+        reads them in chunks through a shuffle buffer (see :mod:`featcache.heads._streaming`).
         """
         self._fit_path_sorted(X, y, [self.l2], targets=[self])
         return self
@@ -178,7 +180,7 @@ class SoftmaxHead(BaseHead):
         """
         self._check_params()
         if is_streamed(X):
-            from featcache.heads.streamed import streamed_inputs
+            from featcache.heads._streaming import streamed_inputs
             scaler, train, val = streamed_inputs(self, X, y)
         else:
             scaler, train, val = self._array_inputs(X, y)
@@ -220,22 +222,6 @@ def auto_batch_size(n_rows):
     2,048 training rows up this is 512, the fast setting for large caches.
     """
     return int(2 ** np.clip(np.floor(np.log2(max(n_rows, 1) / 4)), 4, 9))
-
-
-def inner_split(head, y_enc):
-    """Indices (train, val) of the early-stopping split; val may be empty."""
-    n = len(y_enc)
-    idx = np.arange(n)
-    if not head.early_stopping or head.validation_fraction == 0:
-        return idx, idx[:0]
-    from sklearn.model_selection import train_test_split
-    n_val = max(1, int(round(head.validation_fraction * n)))
-    k = len(np.unique(y_enc))
-    can_stratify = np.bincount(y_enc).min() >= 2 and k <= n_val <= n - k
-    if n - n_val < 1:
-        return idx, idx[:0]
-    return train_test_split(idx, test_size=n_val, random_state=head.seed,
-                            stratify=y_enc if can_stratify else None)
 
 
 _TRAINERS = {}  # compiled models reused across fits: tracing costs ~1 s each
@@ -356,19 +342,6 @@ class ArrayValidation:
     def sums(self, W, b):
         X, Y, sw = (*self.arrays, None)[:3]
         return loss_sums(X @ W + b, Y, sw)
-
-
-def loss_sums(z, Y, sw=None):
-    """(weighted cross-entropy sum, weight sum, correct count, rows) of logits ``z``.
-
-    Sums, so that validation rows streamed in blocks add up to the same mean.
-    """
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    loss = -np.sum(Y * logp, axis=1, dtype=np.float64)
-    w = np.ones(len(z)) if sw is None else np.asarray(sw, dtype=np.float64)
-    return (float(loss @ w), float(w.sum()), int(np.sum(z.argmax(1) == Y.argmax(1))),
-            len(z))
 
 
 def _val_loss_callback(val):

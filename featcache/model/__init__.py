@@ -5,9 +5,9 @@ Imported lazily: ``featcache.model.predict`` (serving) never loads the training 
 from importlib import import_module
 
 _EXPORTS = {
-    "train": "train", "TrainResult": "train", "Choice": "train",
+    "train": "_train", "TrainResult": "_train", "Choice": "_train",
     "export_model": "export", "load_model": "predict", "LoadedModel": "predict",
-    "check_export": "check", "evaluate_model": "check",
+    "check_export": "check", "evaluate_model": "heldout",
 }
 
 __all__ = ["Choice", "LoadedModel", "TrainResult", "check_export", "evaluate_model",

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from featcache.dataset import inspect_file
-from featcache.decode import explain_failure, image_dataset
+from featcache.embedding.scan import inspect_file
+from featcache.embedding.decode import explain_failure, image_dataset
 
 
 def sniff(files):

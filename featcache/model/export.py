@@ -17,8 +17,9 @@ import numpy as np
 
 from featcache.cache.layout import ROOT
 from featcache.cache.read import pick_entry, reading
+from featcache._version import __version__
 from featcache.errors import FeatcacheError
-from featcache.jsonout import write_json
+from featcache.files import remove_stale_temps, replace_dir, temp_name, write_json
 from featcache.model import parity
 from featcache.model.graph import build_archive, head_dense, keras_model
 from featcache.model.predict import SAVED_MODEL
@@ -78,7 +79,7 @@ def rebuild_backbone(features, cache_fingerprint: str | None = None):
     featcache recorded it were embedded with the default seed, 0). Entries whose
     features the exported model cannot reproduce (fast decode, bf16) are refused.
     """
-    from featcache.backbones import get_backbone
+    from featcache.embedding.backbones import get_backbone
     from featcache.cache import entry_key
     spec = features.spec
     check_exportable(features.backbone, spec)
@@ -108,11 +109,10 @@ def _metadata(result, bb, par, sample_ref) -> dict:
     import keras
     import tensorflow as tf
 
-    import featcache
     head = result.head
     params = {k: v for k, v in head.get_params().items() if isinstance(v, (int, float, str, bool))
               or v is None}
-    return {"featcache_version": featcache.__version__, "tensorflow_version": tf.__version__,
+    return {"featcache_version": __version__, "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "backbone": {"entry": result.features.backbone, "fingerprint": bb.fingerprint,
@@ -139,7 +139,7 @@ def _write(tmp: Path, archive, kmodel, labels) -> None:
 
 def _tflite(tmp: Path, quantize, sample, ref, size) -> dict:
     from featcache.model import tflite
-    from featcache.decode import image_dataset
+    from featcache.embedding.decode import image_dataset
     images = np.concatenate([im.numpy() for im, _ in
                              image_dataset(sample.files, sample.use_pil, size, 32)])
     out = {}
@@ -154,15 +154,6 @@ def _tflite(tmp: Path, quantize, sample, ref, size) -> dict:
             out[q].update(file=None, refused=why)
             warnings.warn(why, UserWarning, stacklevel=2)
     return out
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` to ``out``; an old ``out`` is removed only once the new one is in place."""
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(tmp: Path, result, bb, smp, ref, tflite: bool, quantize) -> dict:
@@ -185,7 +176,7 @@ def _build(tmp: Path, result, bb, smp, ref, tflite: bool, quantize) -> dict:
 
 def export_model(result, out_dir, *, cache=None, data_dir=None, force: bool = False,
                  tflite: bool = False, quantize=(), sample: int = 64) -> dict:
-    """Export a :class:`~featcache.model.train.TrainResult` to ``out_dir`` after a parity check.
+    """Export a :class:`~featcache.model._train.TrainResult` to ``out_dir`` after a parity check.
 
     Parameters
     ----------
@@ -220,12 +211,13 @@ def export_model(result, out_dir, *, cache=None, data_dir=None, force: bool = Fa
     head_dense(result.head)  # an unexportable head fails before any work
     smp = parity.gather(features, data_dir, sample)
     ref = result.head.predict_proba(features.X[smp.rows])
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    remove_stale_temps(out)  # folders of exports killed mid-way
+    tmp = temp_name(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         meta = _build(tmp, result, bb, smp, ref, tflite, quantize)
-        _replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta

@@ -194,7 +194,7 @@ def keras_model(backbone, hw: HeadWeights):
     """
     import keras
 
-    from featcache.registry import BUILT_IN
+    from featcache.embedding.registry import BUILT_IN
     pre = backbone.spec.preprocessing
     if backbone.spec.source != "keras" or pre not in (BUILT_IN, *_MINUS_ONE_TO_ONE):
         return None

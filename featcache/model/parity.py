@@ -66,7 +66,7 @@ class Sample:
 
 def gather(features, data_dir, n: int, seed: int = 0) -> Sample:
     """Pick the parity sample and check each file is the one that was embedded."""
-    from featcache.dataset import inspect_file
+    from featcache.embedding.scan import inspect_file
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise FeatcacheError(f"data folder {root} does not exist: pass the folder the cache "
@@ -91,7 +91,7 @@ def model_probabilities(module, sample: Sample) -> np.ndarray:
     """End-to-end probabilities from the files, as a server would compute them."""
     import tensorflow as tf
 
-    from featcache.decode import pil_rgb
+    from featcache.embedding.decode import pil_rgb
     out = []
     for path, pil in zip(sample.files, sample.use_pil):
         if pil:
@@ -113,7 +113,7 @@ def diagnose(module, features, sample: Sample, size: int) -> str:
     """Which step differs: decode/resize, backbone or head (a sentence)."""
     import tensorflow as tf
 
-    from featcache.decode import image_dataset
+    from featcache.embedding.decode import image_dataset
     X = features.X[sample.rows]
     host = np.concatenate([im.numpy() for im, _ in image_dataset(sample.files, sample.use_pil,
                                                                   size, 32)])

@@ -1,7 +1,7 @@
 """Load an exported model and classify image files.
 
 Serving-side code: it imports TensorFlow, numpy, json, tqdm and featcache's
-decoding helpers (``featcache.dataset``, ``featcache.decode``: PIL, so files
+decoding helpers (``featcache.embedding.scan``, ``featcache.embedding.decode``: PIL, so files
 decode exactly as ``featcache embed`` decoded them), never the training code
 (scikit-learn, ``featcache.heads``, ``featcache.evaluate``).
 """

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.errors import FeatcacheError
+from featcache.files import write_bytes
 
 VARIANTS = {"none": "model.tflite", "dynamic": "model_dynamic.tflite",
             "float16": "model_float16.tflite"}
@@ -36,7 +37,7 @@ def convert(saved_model_dir, out_path, quantize: str = "none") -> Path:
         blob = conv.convert()
     except Exception as exc:  # noqa: BLE001  the converter raises many types
         raise FeatcacheError(f"TFLite conversion ({quantize}) failed: {exc}") from None
-    Path(out_path).write_bytes(blob)
+    write_bytes(out_path, blob)
     return Path(out_path)
 
 

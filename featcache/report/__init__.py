@@ -6,7 +6,6 @@
   ``plot_confusion_matrix``, ``plot_learning_curve`` (PNG files).
 - :mod:`featcache.report.html`: the self-contained HTML page.
 - :mod:`featcache.report.diagnosis`: ``write_diagnosis`` (HTML, PNGs, JSON of a Diagnosis).
-- :mod:`featcache.report.outputs`: ``check_writable``, run before any computing.
 
 Sub-modules are imported explicitly, so reading tables never imports matplotlib.
 """

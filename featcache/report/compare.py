@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from featcache.report.plots import save_figure
 from featcache.report.tables import format_tests, interval, pm, render
 
 
@@ -70,7 +71,4 @@ def plot_backbone_comparison(result, path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"{result.head} on {result.n_images} shared images, "
                  f"{result.plan.description}", fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""Writing a :class:`featcache.diagnosis.Diagnosis`: report.html, PNG plots, diagnosis.json.
+"""Writing a :class:`featcache.evaluate.diagnosis.Diagnosis`: report.html, PNG plots, diagnosis.json.
 
 Every number comes from ``diag.numbers`` (or the results it was computed
 from), so the HTML, the JSON and the terminal show the same values.
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featcache.jsonout import write_json
+from featcache.files import write_json
 
 TITLE = "Why is my model overfitting?"
 
@@ -76,7 +76,7 @@ def _sections(diag, p: dict) -> list:
                   [[f"{r['value']:.3g}", fmt(r["train"]), fmt(r["val"]), fmt(r["gap"])]
                    for r in reg["settings"]])],
                 [p["regularisation"]]),
-        *_views_section(n.get("augmentation"), m),
+        *_views_section(n.get("augmentation"), diag.views_verdict, m),
         Section("Learning curve: would more data help?",
                 [f"Validation change per doubling of the training set (tail of the curve): "
                  f"{cur['gain_per_doubling']:+.4f}; train minus validation at the largest "
@@ -93,16 +93,15 @@ def _sections(diag, p: dict) -> list:
     ]
 
 
-def _views_section(aug, m) -> list:
+def _views_section(aug, verdict: str, m) -> list:
     """The "augmented views" section (none without ``--augmented``)."""
-    from featcache.evaluate.verdicts import augmentation_verdict
     from featcache.report.html import Section
     if aug is None:
         return []
     rows = [[label, f"{r['value']:.3g}", fmt(r["mean"]), fmt(r["train"]), fmt(r["gap"])]
             for label, r in (("without views", aug["without"]), ("with views", aug["with"]))]
     return [Section("Does training on augmented views close the gap?",
-                    [augmentation_verdict(aug, m).sentence,
+                    [verdict,
                      f"Each at its best {aug['param']} on the same splits; train {m} on clean "
                      f"training images; corrected t-test p = {aug['p_value']:.3g}. The "
                      "regularisation plot above shows both paths (dashed: with views)."],

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from featcache.jsonout import write_json
+from featcache.files import write_json, write_text
 from featcache.report.html import Section, render_html
-from featcache.report.plots import plot_confusion_matrix
+from featcache.report.plots import plot_confusion_matrix, save_figure
 
 MAX_THUMBNAILS = 500
 """Misclassified images shown as thumbnails; the rest are counted, and listed in report.json."""
@@ -50,7 +50,7 @@ def write_heldout_report(report, out_dir) -> list:
     rel_png = plot_reliability(report, out / "reliability.png")
     js = write_json(out / "report.json", report.to_dict())
     page = out / "report.html"
-    page.write_text(render_report_html(report, cm_png, rel_png), encoding="utf-8")
+    write_text(page, render_report_html(report, cm_png, rel_png))
     return [cm_png, rel_png, js, page]
 
 
@@ -79,9 +79,7 @@ def plot_reliability(report, path) -> Path:
     bx.set_xlim(0, 1)
     bx.set_xlabel("confidence (max predicted probability)")
     bx.set_ylabel("images")
-    path = Path(path)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return save_figure(fig, path)
 
 
 def render_report_html(report, confusion_png, reliability_png) -> str:

@@ -10,6 +10,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from featcache.files import write_text
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
 color:#222;line-height:1.4;padding:0 1em}
@@ -106,7 +108,4 @@ def render_html(title: str, conclusion, sections, meta: str = "", extra_html: st
 
 def write_html(path, title: str, conclusion, sections, meta: str = "") -> Path:
     """Write :func:`render_html` to ``path`` (parent folders are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(title, conclusion, sections, meta), encoding="utf-8")
-    return path
+    return write_text(path, render_html(title, conclusion, sections, meta))

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from featcache.files import atomic_path
+
 _TRAIN, _VAL = "tab:orange", "tab:blue"
 _TRAIN_VIEWS, _VAL_VIEWS = "tab:red", "tab:green"
 
@@ -25,11 +27,11 @@ def _band(ax, x, rows, color, label, style="o-"):
     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
 
 
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` as a PNG at ``path``, atomically (folders are created)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return Path(path)
 
 
 def plot_regularisation_path(result, path) -> Path:
@@ -75,7 +77,7 @@ def plot_regularisation_path(result, path) -> Path:
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("score (mean ± std over folds)")
     fig.suptitle(f"Regularisation path, {result.plan.description}", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(confusion, class_names, path, title: str = "") -> Path:
@@ -105,7 +107,7 @@ def plot_confusion_matrix(confusion, class_names, path, title: str = "") -> Path
     width = max(30, int(9 * size))  # characters that fit above the matrix
     lines = (textwrap.fill(line, width, break_on_hyphens=False) for line in title.split("\n"))
     ax.set_title("\n".join(lines), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_learning_curve(result, path) -> Path:
@@ -127,7 +129,7 @@ def plot_learning_curve(result, path) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Learning curve: {result.head}; tail: {result.gain_per_doubling:+.3f} "
                  "per doubling of data", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_leakage(rep, leak, path, metric="accuracy") -> Path:
@@ -162,4 +164,4 @@ def plot_leakage(rep, leak, path, metric="accuracy") -> Path:
                 else "no near-duplicate groups:\nrandom splits are honest")
         bx.text(0.5, 0.5, text, ha="center", va="center", transform=bx.transAxes, fontsize=8)
         bx.set_axis_off()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -108,20 +108,20 @@ def format_sweep(result) -> str:
         f"{k} {h.param}={h.best_value:.4g} ({pm(h.summary(m)[h.best_index])})"
         for k, h in result.heads.items()))
     lines += format_tests(result.comparison, m)
-    lines += format_views_tests(getattr(result, "views_tests", {}), m)
+    lines += format_views_tests(getattr(result, "views_tests", {}),
+                                getattr(result, "views_verdicts", {}))
     return "\n".join(lines)
 
 
-def format_views_tests(tests: dict, metric: str) -> list:
+def format_views_tests(tests: dict, verdicts: dict) -> list:
     """Per head: best with views vs best without (corrected t-test) and the verdict."""
-    from featcache.evaluate.verdicts import augmentation_verdict
     if not tests:
         return []
     out = ["with vs without augmented views (each at its best setting, same splits; train "
            "score on clean rows):"]
     for name, t in tests.items():
         out.append(f"  {name} ({t['param']}={t['without']['value']:.3g} without, "
-                   f"{t['with']['value']:.3g} with): {augmentation_verdict(t, metric).sentence}")
+                   f"{t['with']['value']:.3g} with): {verdicts[name]}")
     return out
 
 

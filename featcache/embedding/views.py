@@ -1,7 +1,7 @@
 """Embedding augmented views alongside the clean rows: plan, run, and commit of a views group.
 
 One embed run with ``views=K`` decodes each image once, then feeds the clean
-image and its K augmented views (see :mod:`featcache.augment`) through the
+image and its K augmented views (see :mod:`featcache.embedding.augment`) through the
 backbone in the same batches. Clean rows go to the entry's journal, views to
 a journal of their own (``CACHE.partial/<key>@<vkey>/``, K*d floats per row),
 so a kill -9 resumes each from its last finished batch; an image whose clean
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.augment import (AUGMENT_VERSION, DEFAULT_AUGMENT, Augment, augment_image,
+from featcache.embedding.augment import (AUGMENT_VERSION, DEFAULT_AUGMENT, Augment, augment_image,
                                parse_augment, view_seeds)
 from featcache.cache.layout import BLOCK_ROWS, ROOT
 from featcache.cache.read import damage_message, open_read, read_entry, read_paths, reading
 from featcache.cache.views import VIEWS, view_fingerprint, view_groups, view_key
 from featcache.cache.write import EntryWriter
-from featcache.decode import explain_failure, image_dataset
+from featcache.embedding.decode import explain_failure, image_dataset
 from featcache.errors import FeatcacheError
-from featcache.journal import Journal
+from featcache.cache.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class ViewRequest:
 def view_request(views, augment, seed) -> ViewRequest | None:
     """Check the views arguments before any scan; None when no views are asked for.
 
-    ``views`` without ``augment`` uses :data:`featcache.augment.DEFAULT_AUGMENT`.
+    ``views`` without ``augment`` uses :data:`featcache.embedding.augment.DEFAULT_AUGMENT`.
     """
     if views is None:
         if augment is not None:
@@ -119,7 +119,7 @@ def run_views(backbone, todo, need, vrun: ViewRun, journal: Journal, batch_size:
 
     Writes each batch's finished images to the two journals; returns how many
     images failed to decode (recorded in the entry's journal). ``threads``: see
-    :func:`featcache.decode.image_dataset`.
+    :func:`featcache.embedding.decode.image_dataset`.
     """
     sha = [f.sha256 for f in todo]
     ds = image_dataset([f.path for f in todo], [f.use_pil for f in todo], backbone.spec.input_size,

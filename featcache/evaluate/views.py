@@ -22,6 +22,7 @@ import numpy as np
 
 from featcache.errors import FeatcacheError
 from featcache.evaluate.stats import corrected_ttest
+from featcache.evaluate.verdicts import augmentation_verdict
 
 BOTH = "both"
 """``augmented="both"``: sweep with and without views on the same splits."""
@@ -117,7 +118,8 @@ def with_views(clean, views, metric=None):
     tests = {name: views_test(clean.heads[name], views.heads[name], metric,
                               clean.plan.n_train, clean.plan.n_test)
              for name in clean.heads}
-    return replace(clean, views=dict(views.heads), views_tests=tests)
+    verdicts = {name: augmentation_verdict(t, metric).sentence for name, t in tests.items()}
+    return replace(clean, views=dict(views.heads), views_tests=tests, views_verdicts=verdicts)
 
 
 def views_test(clean, views, metric, n_train, n_test) -> dict:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from featcache.errors import FeatcacheError
-from featcache.evaluate.audit import DEFAULT_KERAS_SEED, KERAS_FLOW, audit
+from featcache.evaluate._audit import DEFAULT_KERAS_SEED, KERAS_FLOW, audit
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Diagnosis:
     plan : SplitPlan, the splits of the sweep and the curve.
     random_sweep : SweepResult or None, the same grid on random splits (with groups only).
     source : dict, where the features came from.
+    views_verdict : str, the verdict on training with views ("" without ``augmented``).
     """
 
     head: str
@@ -56,9 +57,10 @@ class Diagnosis:
     plan: object = field(repr=False)
     random_sweep: object = field(default=None, repr=False)
     source: dict = field(default_factory=dict)
+    views_verdict: str = ""
 
     def to_dict(self) -> dict:
-        from featcache.jsonout import jsonable
+        from featcache.files import jsonable
         return jsonable({"head": self.head, "metric": self.metric,
                          "conclusion": list(self.conclusion), "numbers": self.numbers,
                          "source": self.source,
@@ -120,7 +122,7 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
         Write it with :func:`featcache.report.diagnosis.write_diagnosis`.
     """
     from featcache.evaluate import learning_curve, make_splits, sweep
-    from featcache.evaluate.augmented import check_augmented
+    from featcache.evaluate.views import check_augmented
     from featcache.evaluate.verdicts import diagnosis_conclusion, unusable_grouping
     grid = check_diagnose_args(features, head, grid, metric, folds)
     augmented = check_augmented(features, augmented)
@@ -152,7 +154,7 @@ def diagnose(features, head: str = "logreg", *, folds: int = 5, seed: int = 0,
     if augmented:
         numbers["augmentation"] = sw.views_tests[name]
     return Diagnosis(name, metric, diagnosis_conclusion(numbers), numbers, rep, sw, cur, plan,
-                     rsw, dict(source or {}))
+                     rsw, dict(source or {}), sw.views_verdicts.get(name, ""))
 
 
 

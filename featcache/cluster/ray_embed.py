@@ -77,7 +77,7 @@ class ShardWorker:
         import ray
         import tensorflow as tf
 
-        from featcache.backbones import get_backbone
+        from featcache.embedding.backbones import get_backbone
         # TF would start one thread per core of the node: keep to the CPUs Ray gave us,
         # or W workers on one node run W x cores threads
         cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
@@ -90,13 +90,13 @@ class ShardWorker:
     def devices(self) -> str:
         import ray
 
-        from featcache.runners.devices import check_assigned
+        from featcache.cluster.devices import check_assigned
         return check_assigned(ray.get_gpu_ids())
 
     def embed(self, data_dir, cache_path, shard, batch_size, board, options):
         import ray
 
-        from featcache.embedding import embed
+        from featcache.embedding.run import embed
         last = [0, 0]
 
         def report(done, total):
@@ -248,9 +248,9 @@ def embed_on_ray(data_dir, cache_path, address: str | None = "auto", workers: in
     -------
     RaySummary
     """
-    from featcache.backbones import resolve_backbone
-    from featcache.cache.merge import merge
-    from featcache.dataset import list_classes
+    from featcache.embedding.backbones import resolve_backbone
+    from featcache.cache._merge import merge
+    from featcache.embedding.scan import list_classes
     _check(batch_size, workers, gpus_per_worker, max_retries)
     resolve_backbone(backbone, weights, image_size, seed)  # a typo fails before Ray starts
     data_dir = Path(data_dir).expanduser().resolve()

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from featcache.errors import FeatcacheError
-from featcache.evaluate.augmented import check_augmented, training_rows
-from featcache.features import Features
+from featcache.evaluate.views import check_augmented, training_rows
+from featcache.cache.features import Features
 
 
 @dataclass
@@ -127,7 +127,7 @@ def train(cache, head: str = "logreg", C="auto", *, backbone: str | None = None,
     progress : bool
     augmented : bool, default False
         Fit (and cross-validate ``C="auto"``) on every clean row plus its cached
-        augmented views (see :mod:`featcache.evaluate.augmented`).
+        augmented views (see :mod:`featcache.evaluate.views`).
 
     Returns
     -------

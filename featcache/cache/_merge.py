@@ -82,7 +82,7 @@ def _pick(cache_path: Path, shards: int | None) -> tuple[int, list[Path]]:
 
 
 def _unfinished(files: list[Path]) -> None:
-    from featcache.journal import pending_batches
+    from featcache.cache.journal import pending_batches
     for i, p in enumerate(files):
         if pending_batches(p):
             raise FeatcacheError(f"shard {p} has an interrupted run: re-run `featcache embed ... "

@@ -11,7 +11,7 @@ instead, then resized the same way.
 domain (libjpeg's scaled IDCT; Pillow ``draft`` for JPEGs PIL decodes), the
 smallest scale that keeps both sides at least the input size, then resizes as
 usual. It is faster but NOT pixel-equal to Keras, so its features get their own
-cache entry (see :func:`featcache.backbones.with_fast_decode`). Other formats
+cache entry (see :func:`featcache.embedding.backbones.with_fast_decode`). Other formats
 decode exactly as without it.
 """
 from __future__ import annotations
@@ -118,12 +118,12 @@ def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
     """Batches of ``(images float32 (b, size, size, 3) in [0, 255], row indices)``.
 
     Undecodable files are dropped from the stream; callers find them as gaps in
-    the row indices (see :func:`featcache.embedding.embed`). ``expand``, if
+    the row indices (see :func:`featcache.embedding.run.embed`). ``expand``, if
     given, maps ``(decoded uint8 image, row index)`` to a tuple whose first
     item stacks several images (m, size, size, 3); the stream is then unbatched,
     so batches hold images of several rows (augmented views, see
-    :mod:`featcache.augment`). ``threads``: tf.data's private decode pool (default:
-    one thread per core; see :func:`featcache.runtime.thread_split`).
+    :mod:`featcache.embedding.augment`). ``threads``: tf.data's private decode pool (default:
+    one thread per core; see :func:`featcache.embedding.runtime.thread_split`).
     ``fast_decode``: JPEGs at a reduced DCT scale (see the module docstring;
     not pixel-equal to Keras).
     """
@@ -140,7 +140,7 @@ def image_dataset(paths, use_pil, size: int, batch_size: int, expand=None,
 
 def _read_deferred(path, rel):
     """``(bytes, sha256, use_pil)`` of a file the scan deferred, from its one read."""
-    from featcache.dataset import inspect_bytes
+    from featcache.embedding.scan import inspect_bytes
     with open(os.fsdecode(path), "rb") as f:
         data = f.read()
     image, failure = inspect_bytes(data, os.fsdecode(path), os.fsdecode(rel))
@@ -153,7 +153,7 @@ def file_dataset(files, size: int, batch_size: int, threads: int | None = None,
                  fast_decode: bool = False):
     """Batches of ``(images, row indices, sha256, use_pil)`` of scanned or deferred files.
 
-    Files the scan deferred (:class:`~featcache.dataset.ImageFile` with
+    Files the scan deferred (:class:`~featcache.embedding.scan.ImageFile` with
     ``use_pil`` None) are hashed and sniffed here from the bytes that are
     decoded, so every file is read once. Files that cannot be read, are not
     images or cannot be decoded are dropped, as in :func:`image_dataset`.

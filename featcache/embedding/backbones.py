@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from featcache.errors import FeatcacheError
-from featcache.registry import KERAS_BACKBONES
+from featcache.embedding.registry import KERAS_BACKBONES
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Backbone:
     # for export: the Keras model or hub object behind ``fn``, and ``fn`` before freezing
     model: object = None
     graph_fn: Callable = None
-    runtime: str = "tensorflow"  # engine behind ``fn``: see featcache.runtime.use_runtime
+    runtime: str = "tensorflow"  # engine behind ``fn``: see featcache.embedding.runtime.use_runtime
 
 
 def _fingerprint(spec: BackboneSpec, weights_digest: str) -> str:
@@ -82,7 +82,7 @@ def variant_fingerprint(fingerprint: str, spec_dict: dict, **extra) -> str:
 def with_fast_decode(backbone: Backbone) -> Backbone:
     """``backbone`` with fast JPEG decoding: its own spec field and fingerprint (cache entry).
 
-    Its features differ slightly from Keras's (see :mod:`featcache.decode`), so a
+    Its features differ slightly from Keras's (see :mod:`featcache.embedding.decode`), so a
     note says so.
     """
     logger.warning("fast decode is on: JPEGs are decoded at a reduced DCT scale, which is "
@@ -311,7 +311,7 @@ def get_backbone(backbone: str = "mobilenet_v2", weights: str | None = None,
     Parameters
     ----------
     backbone : str
-        A name from :data:`featcache.registry.KERAS_BACKBONES` (``mobilenet_v2``, 224 px,
+        A name from :data:`featcache.embedding.registry.KERAS_BACKBONES` (``mobilenet_v2``, 224 px,
         1280-d; ``efficientnet_b0``; ...; ``featcache backbones`` lists them), a TF Hub
         handle (``https://tfhub.dev/...``) or a local SavedModel directory.
     weights : str, optional

@@ -24,7 +24,7 @@ import numpy as np
 from featcache.cache.layout import BLOCK_ROWS, ROOT, row_checksums
 from featcache.cache.read import EntryRows, damage_message, pick_entry, read_paths, reading
 from featcache.errors import FeatcacheError
-from featcache.features import Features
+from featcache.cache.features import Features
 
 log = logging.getLogger(__name__)
 

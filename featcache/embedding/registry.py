@@ -1,7 +1,7 @@
 """The table of ``keras.applications`` backbones featcache knows by name.
 
 Adding a backbone is one :class:`KerasEntry` line in :data:`KERAS_BACKBONES`;
-the loader (:mod:`featcache.backbones`), ``featcache backbones`` and the tests
+the loader (:mod:`featcache.embedding.backbones`), ``featcache backbones`` and the tests
 read everything from it. Each model is built with ``include_top=False`` and
 global average pooling, so ``feature_dim`` is the width of its last
 convolutional stage.
@@ -50,7 +50,7 @@ class KerasEntry:
 
     @property
     def preprocessing(self) -> str:
-        """What :class:`featcache.backbones.BackboneSpec` records as its preprocessing."""
+        """What :class:`featcache.embedding.backbones.BackboneSpec` records as its preprocessing."""
         return BUILT_IN if self.builtin_preprocessing else f"keras:{self.module}.preprocess_input"
 
 

@@ -1,6 +1,6 @@
 """Training and predicting on rows streamed from a cache file (caches larger than memory).
 
-The rows are a :class:`featcache.cache.lazy.CachedRows` (recognised by its
+The rows are a :class:`featcache.cache.streaming.CachedRows` (recognised by its
 ``blocks`` method, so this module imports nothing from the cache). Memory
 stays bounded by the rows' ``budget``:
 
@@ -22,10 +22,11 @@ from contextlib import contextmanager
 import numpy as np
 
 from featcache.heads._base import HeadInputError, row_weights
+from featcache.heads._softmax_parts import inner_split, loss_sums
 
 
 def is_streamed(X) -> bool:
-    """True for rows streamed from a cache (:class:`featcache.cache.lazy.CachedRows`)."""
+    """True for rows streamed from a cache (:class:`featcache.cache.streaming.CachedRows`)."""
     return hasattr(X, "blocks") and hasattr(X, "chunk_rows")
 
 
@@ -64,7 +65,6 @@ def streamed_inputs(head, X, y):
     """
     from sklearn.utils.multiclass import check_classification_targets
 
-    from featcache.heads.softmax import inner_split
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(X):
         raise HeadInputError(f"y must be 1-d with one label per row of X ({len(X)}), "
@@ -137,7 +137,6 @@ class StreamedValidation:
 
     def sums(self, W, b):
         """(loss sum, weight sum, correct, rows) over all validation rows, block by block."""
-        from featcache.heads.softmax import loss_sums
         total = np.zeros(4)
         for parts in self.rows.chunks(None, None):
             total += loss_sums(parts[0] @ W + b, *parts[1:])
@@ -157,5 +156,4 @@ def stream_errors(rows):
 
 def can_stream(est) -> bool:
     """Whether ``est`` trains from streamed rows (featcache's SoftmaxHead does)."""
-    from featcache.heads.softmax import SoftmaxHead
-    return isinstance(est, SoftmaxHead)
+    return bool(getattr(est, "_can_stream", False))

@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from featcache.backbones import Backbone, variant_fingerprint
+from featcache.embedding.backbones import Backbone, variant_fingerprint
 from featcache.errors import FeatcacheError
 from featcache.threads import available_cores
 

@@ -13,7 +13,6 @@ are the segments deleted. The writer lock lives in :mod:`featcache.cache.write`.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -21,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from featcache.cache.layout import sibling
-from featcache.cache.write import writer_lock
+from featcache.files import TMP, atomic_write
 
-__all__ = ["Journal", "pending_batches", "writer_lock"]  # writer_lock: re-exported, defined there
+__all__ = ["Journal", "pending_batches"]
 
 log = logging.getLogger(__name__)
 _FIELDS = ("X", "paths", "sha", "fail_paths", "fail_sha", "fail_reason")
@@ -35,14 +34,6 @@ def pending_batches(cache_path) -> dict:
     if not root.is_dir():
         return {}
     return {d.name: len(list(d.glob("seg-*.npz"))) for d in sorted(root.iterdir()) if d.is_dir()}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _load(seg: Path):
@@ -62,7 +53,7 @@ class Journal:
         self.root = sibling(cache_path, ".partial")
         self.dir = self.root / key
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob("*.tmp"):
+        for stale in self.dir.glob(f"*{TMP}*"):
             stale.unlink()  # a segment that was being written when the process died
         self.discarded: list[str] = []  # names of damaged segments removed by done()
         segs = self.segments()
@@ -74,21 +65,11 @@ class Journal:
     def write(self, X, paths, sha, failures=()) -> None:
         """Persist one batch of rows plus any failures seen with it."""
         fail = list(zip(*failures)) if failures else ([], [], [])
-        name = f"seg-{self._next:08d}"
-        tmp = self.dir / f"{name}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, X=np.asarray(X, np.float32), paths=np.asarray(paths, dtype=str),
-                         sha=np.asarray(sha, dtype=str), fail_paths=np.asarray(fail[0], dtype=str),
-                         fail_sha=np.asarray(fail[1], dtype=str),
-                         fail_reason=np.asarray(fail[2], dtype=str))
-                fh.flush()
-                os.fsync(fh.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # frees the space a full disk needs back
-            raise
-        os.replace(tmp, self.dir / f"{name}.npz")
-        _fsync_dir(self.dir)
+        with atomic_write(self.dir / f"seg-{self._next:08d}.npz", "wb") as fh:
+            np.savez(fh, X=np.asarray(X, np.float32), paths=np.asarray(paths, dtype=str),
+                     sha=np.asarray(sha, dtype=str), fail_paths=np.asarray(fail[0], dtype=str),
+                     fail_sha=np.asarray(fail[1], dtype=str),
+                     fail_reason=np.asarray(fail[2], dtype=str))
         self._next += 1
 
     def read(self):

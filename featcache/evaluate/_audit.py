@@ -32,7 +32,7 @@ from featcache.errors import FeatcacheError
 from featcache.evaluate.neardup import knn_cosine, near_duplicate_groups
 from featcache.evaluate.verdicts import (cv_leak_finding, imbalance_finding,
                                         near_duplicate_findings, unusable_grouping)
-from featcache.jsonout import jsonable, write_json
+from featcache.files import jsonable, write_json
 
 KERAS_FLOW = "flow_from_directory"
 KERAS_DATASET = "image_dataset_from_directory"

@@ -11,19 +11,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from featcache.backbones import Backbone, resolve_backbone, with_fast_decode
+from featcache.embedding.backbones import Backbone, resolve_backbone, with_fast_decode
 from featcache.cache.dtypes import entry_dtype, storage_dtype
 from featcache.cache.layout import BLOCK_ROWS, ROOT, entry_key, real_cache_path
 from featcache.cache.shards import in_shard, parse_shard, shard_path
 from featcache.cache.read import (EntryRows, damage_message, entry_runtimes, open_read, read_entry,
                                   read_failures, read_paths, reading)
 from featcache.cache.write import EntryWriter, entry_attrs, rewrite, write_failures
-from featcache.dataset import Scan, inspect_file, list_classes, scan_folder
+from featcache.embedding.scan import Scan, inspect_file, list_classes, scan_folder
 from featcache.errors import FeatcacheError
-from featcache.journal import Journal, writer_lock
-from featcache.decode import explain_failure, file_dataset
-from featcache.embed_views import ViewRun, commit_views, run_views, view_request
-from featcache.runtime import check_runtime, thread_split, use_runtime
+from featcache.cache.journal import Journal
+from featcache.cache.write import writer_lock
+from featcache.embedding.decode import explain_failure, file_dataset
+from featcache.embedding.views import ViewRun, commit_views, run_views, view_request
+from featcache.embedding.runtime import check_runtime, thread_split, use_runtime
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     backbone : str or Backbone
         A name `featcache backbones` lists (``mobilenet_v2``, ``efficientnet_b0``, ...), a
         TF Hub handle, a SavedModel directory,
-        or an already loaded :class:`~featcache.backbones.Backbone`.
+        or an already loaded :class:`~featcache.embedding.backbones.Backbone`.
     weights : str, optional
         ``imagenet`` (default), ``none`` or a weights file (Keras backbones only).
     batch_size : int
@@ -280,7 +281,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
         already cached are reused.
     augment : str, optional
         The augmentation spec of the views, e.g. ``"flip,crop=0.8,rotate=10,color=0.2,blur"``
-        (see :mod:`featcache.augment`); default ``"flip,crop=0.8,color=0.2"``.
+        (see :mod:`featcache.embedding.augment`); default ``"flip,crop=0.8,color=0.2"``.
     dtype : str, optional
         Stored precision, ``"float32"`` or ``"float16"`` (half the size). Default:
         the entry's own, float32 for a new entry; a different one is refused.
@@ -291,7 +292,7 @@ def embed(data_dir, cache_path, backbone="mobilenet_v2", weights: str | None = N
     on_batch : callable, optional
         Called as ``on_batch(done, total)`` with the images of this call so far.
     runtime : {"auto", "tensorflow", "openvino"}
-        Engine of the forward pass (see :func:`featcache.runtime.use_runtime`);
+        Engine of the forward pass (see :func:`featcache.embedding.runtime.use_runtime`);
         f32 features from either share one cache entry.
     precision : {"f32", "bf16"}
         ``bf16`` (OpenVINO, CPUs with bf16 only) is faster and gets its own entry.
